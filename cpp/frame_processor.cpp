@@ -1,0 +1,85 @@
+#include "frame_processor.hpp"
+
+#include <algorithm>
+#include <cfloat>
+
+#include "fastmath.hpp"
+#include "simd.hpp"
+#include "window.hpp"
+
+namespace ser_edge {
+namespace {
+
+constexpr float kTenOverLn10 = 4.3429448190325182765f;  // 10 / ln(10)
+
+SER_EDGE_MULTIVERSION
+void apply_window(const float* SER_EDGE_RESTRICT frame, const float* SER_EDGE_RESTRICT window, int n,
+                  float* SER_EDGE_RESTRICT out) {
+    for (int i = 0; i < n; ++i) out[i] = frame[i] * window[i];
+}
+
+SER_EDGE_MULTIVERSION
+void power_spectrum(const float* SER_EDGE_RESTRICT re, const float* SER_EDGE_RESTRICT im, int n,
+                    float* SER_EDGE_RESTRICT power) {
+    for (int k = 0; k < n; ++k) power[k] = re[k] * re[k] + im[k] * im[k];
+}
+
+// out[i] = scale * ln(clamp(x[i], floor, FLT_MAX)); the upper clamp keeps an overflowed power finite.
+SER_EDGE_MULTIVERSION
+void scaled_log(const float* SER_EDGE_RESTRICT x, int n, float floor, float scale, float* SER_EDGE_RESTRICT out) {
+    for (int i = 0; i < n; ++i) {
+        float v = x[i] < floor ? floor : x[i];
+        v = v > FLT_MAX ? FLT_MAX : v;
+        out[i] = scale * fast_ln(v);
+    }
+}
+
+}  // namespace
+
+FrameProcessor::FrameProcessor(const FeatureConfig& config)
+    : config_((config.validate(), config)), dim_(config.dim()), fft_(config.n_fft) {
+    window_ = make_window(config_.window, config_.frame_length);
+    const bool need_mel = config_.has_block("logmel") || config_.has_block("mfcc");
+    if (need_mel) mel_ = std::make_unique<MelFilterbank>(config_);
+    if (config_.has_block("mfcc")) {
+        dct_ = std::make_unique<Dct>(config_.n_mels, config_.mfcc_include_c0 ? 0 : 1, config_.n_mfcc);
+        dct_scratch_.resize(dct_->scratch_size());
+    }
+    int at = 0;
+    for (const auto& b : config_.blocks) {
+        if (b == "spectrogram") spec_at_ = at;
+        if (b == "logmel") logmel_at_ = at;
+        if (b == "mfcc") mfcc_at_ = at;
+        at += config_.block_dim(b);
+    }
+    const int n_bins = config_.n_bins();
+    padded_.assign(config_.n_fft, 0.0f);  // the tail past frame_length stays zero
+    work_.resize(fft_.workspace_size());
+    re_.resize(n_bins);
+    im_.resize(n_bins);
+    power_.assign(n_bins + MelFilterbank::kPad, 0.0f);  // the padded tail stays zero
+    energies_.resize(config_.n_mels);
+    log_energies_.resize(config_.n_mels);
+}
+
+void FrameProcessor::compute(const float* frame, float* out) {
+    const int n_bins = config_.n_bins();
+    apply_window(frame, window_.data(), config_.frame_length, padded_.data());
+    fft_.forward(padded_.data(), re_.data(), im_.data(), work_.data());
+    power_spectrum(re_.data(), im_.data(), n_bins, power_.data());
+    if (spec_at_ >= 0)
+        scaled_log(power_.data(), n_bins, static_cast<float>(config_.power_floor), kTenOverLn10, out + spec_at_);
+    if (mel_) {
+        mel_->apply(power_.data(), energies_.data());
+        float* log_mel = logmel_at_ >= 0 ? out + logmel_at_ : log_energies_.data();
+        scaled_log(energies_.data(), config_.n_mels, static_cast<float>(config_.log_floor), 1.0f, log_mel);
+        if (dct_) dct_->apply(log_mel, out + mfcc_at_, dct_scratch_.data());
+    }
+}
+
+void FrameProcessor::compute_frames(const float* signal, std::size_t n_frames, float* out) {
+    const std::size_t hop = static_cast<std::size_t>(config_.hop_length);
+    for (std::size_t i = 0; i < n_frames; ++i) compute(signal + i * hop, out + i * dim_);
+}
+
+}  // namespace ser_edge

@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <optional>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -34,16 +35,29 @@ struct Samples {
 };
 
 Samples as_samples(const py::handle& obj, const char* what) {
+    using Float32 = py::array_t<float, py::array::c_style>;
+    if (Float32::check_(obj)) {  // the common case, taken without conversion or copy
+        Samples s;
+        s.owned = py::reinterpret_borrow<Float32>(obj);
+        if (s.owned.ndim() == 1) {
+            s.data = s.owned.data();
+            s.size = static_cast<std::size_t>(s.owned.shape(0));
+            return s;
+        }
+    }
     py::array arr;
     if (py::isinstance<py::array>(obj)) {
         arr = py::reinterpret_borrow<py::array>(obj);
     } else {
+        const std::string not_samples = std::string(what) + " must be a 1-D numpy array of audio samples, got " +
+                                        std::string(py::str(py::type::of(obj).attr("__name__")));
         try {
             arr = py::module_::import("numpy").attr("asarray")(obj);
         } catch (py::error_already_set&) {
-            throw py::type_error(std::string(what) + " must be a 1-D numpy array of samples, got " +
-                                 std::string(py::str(py::type::of(obj).attr("__name__"))));
+            throw py::type_error(not_samples);
         }
+        const char kind = arr.dtype().kind();
+        if (kind != 'f' && kind != 'i' && kind != 'u') throw py::type_error(not_samples);
     }
     if (arr.ndim() != 1)
         throw py::type_error(std::string(what) + " must be 1-D (mono), got an array of shape " +
@@ -87,6 +101,20 @@ void check_finite(const Samples& s, const char* what) {
                               std::to_string(bad) + "; samples must be finite floats in [-1, 1]");
     }
 }
+
+// Releases the GIL around work big enough to be worth it. Releasing and re-taking it
+// costs about as much as computing one frame, so a chunk that completes only a frame or
+// two (the 10 ms chunks of a live stream) is computed while holding it: other threads
+// wait a microsecond or two at most.
+class ReleaseGilFor {
+public:
+    ReleaseGilFor(std::size_t n_frames, std::size_t n_samples) {
+        if (n_frames >= 4 || n_samples >= 16384) release_.emplace();
+    }
+
+private:
+    std::optional<py::gil_scoped_release> release_;
+};
 
 py::array_t<float> new_frames(std::size_t n_frames, int dim) {
     return py::array_t<float>({static_cast<py::ssize_t>(n_frames), static_cast<py::ssize_t>(dim)});
@@ -166,11 +194,12 @@ public:
     py::array_t<float> accept(const py::handle& chunk) {
         Samples s = as_samples(chunk, "chunk");
         Busy busy(busy_);
-        py::array_t<float> out = new_frames(stream_.frames_after(s.size), stream_.dim());
+        const std::size_t n_frames = stream_.frames_after(s.size);
+        py::array_t<float> out = new_frames(n_frames, stream_.dim());
         float* dst = out.mutable_data();
         std::size_t bad;
         {
-            py::gil_scoped_release release;
+            ReleaseGilFor release(n_frames, s.size);
             bad = ser_edge::first_non_finite(s.data, s.size);
             if (bad == s.size) stream_.accept(s.data, s.size, dst);
         }

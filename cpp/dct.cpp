@@ -6,7 +6,7 @@
 
 namespace ser_edge {
 
-Dct::Dct(int n_in, int first_coef, int n_out) : n_in_(n_in), n_out_(n_out), stride_((n_out + 15) / 16 * 16) {
+Dct::Dct(int n_in, int first_coef, int n_out) : n_in_(n_in), n_out_(n_out), stride_((n_out + kBlock - 1) / kBlock * kBlock) {
     basis_.assign(static_cast<std::size_t>(n_in) * stride_, 0.0f);
     const double pi = 3.141592653589793238462643383279;
     for (int c = 0; c < n_out; ++c) {
@@ -26,17 +26,23 @@ std::vector<float> Dct::matrix() const {
 }
 
 SER_EDGE_MULTIVERSION
-void Dct::apply(const float* in, float* out, float* scratch) const {
-    // Accumulate over inputs with the coefficients as the vector lanes: a fixed summation
-    // order per coefficient, and no horizontal reductions.
-    float* SER_EDGE_RESTRICT a = scratch;
-    for (int c = 0; c < stride_; ++c) a[c] = 0.0f;
-    for (int m = 0; m < n_in_; ++m) {
-        const float x = in[m];
-        const float* SER_EDGE_RESTRICT row = basis_.data() + static_cast<std::size_t>(m) * stride_;
-        for (int c = 0; c < stride_; ++c) a[c] += row[c] * x;
+void Dct::apply(const float* in, float* out) const {
+    // Coefficients are the vector lanes, accumulated in registers: no horizontal
+    // reductions. Two partial sums (even and odd inputs) halve the chain of dependent
+    // additions; the summation order is still fixed.
+    for (int c0 = 0; c0 < stride_; c0 += kBlock) {
+        v16f even = {}, odd = {};
+        const float* SER_EDGE_RESTRICT row = basis_.data() + c0;
+        int m = 0;
+        for (; m + 1 < n_in_; m += 2, row += 2 * stride_) {
+            even += load_v<v16f>(row) * in[m];
+            odd += load_v<v16f>(row + stride_) * in[m + 1];
+        }
+        if (m < n_in_) even += load_v<v16f>(row) * in[m];
+        float sum[kBlock];
+        store_v(sum, even + odd);
+        for (int j = 0; j < kBlock && c0 + j < n_out_; ++j) out[c0 + j] = sum[j];
     }
-    for (int c = 0; c < n_out_; ++c) out[c] = a[c];
 }
 
 }  // namespace ser_edge

@@ -16,11 +16,10 @@ public:
     // Row-major [n_out x n_in] (for inspection and tests).
     std::vector<float> matrix() const;
 
-    // scratch: scratch_size() floats.
-    void apply(const float* in, float* out, float* scratch) const;
-    int scratch_size() const { return stride_; }
+    void apply(const float* in, float* out) const;
 
 private:
+    static constexpr int kBlock = 16;  // coefficients per register block
     int n_in_;
     int n_out_;
     int stride_;                 // n_out rounded up so the inner loop is whole vectors

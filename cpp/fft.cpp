@@ -1,6 +1,7 @@
 #include "fft.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -139,17 +140,52 @@ SER_EDGE_INLINE void pack(int nc, const float* SER_EDGE_RESTRICT in, float* SER_
     }
 }
 
-// z[n2][k1] = y[k1][n2] * w[n2][k1] for y of R rows and C columns.
+#if defined(__clang__)
+#define SER_EDGE_SHUFFLE(a, b, i, j, k, l) __builtin_shufflevector(a, b, i, j, k, l)
+#else
+typedef int v4i __attribute__((vector_size(16)));
+#define SER_EDGE_SHUFFLE(a, b, i, j, k, l) __builtin_shuffle(a, b, v4i{i, j, k, l})
+#endif
+
+// Writes the transpose of the 4 x 4 block held in rows a..d to z (row stride ld).
+SER_EDGE_INLINE void store_transposed4(v4f a, v4f b, v4f c, v4f d, float* z, int ld) {
+    const v4f t0 = SER_EDGE_SHUFFLE(a, b, 0, 4, 1, 5), t1 = SER_EDGE_SHUFFLE(a, b, 2, 6, 3, 7);
+    const v4f t2 = SER_EDGE_SHUFFLE(c, d, 0, 4, 1, 5), t3 = SER_EDGE_SHUFFLE(c, d, 2, 6, 3, 7);
+    store_v(z, SER_EDGE_SHUFFLE(t0, t2, 0, 1, 4, 5));
+    store_v(z + ld, SER_EDGE_SHUFFLE(t0, t2, 2, 3, 6, 7));
+    store_v(z + 2 * ld, SER_EDGE_SHUFFLE(t1, t3, 0, 1, 4, 5));
+    store_v(z + 3 * ld, SER_EDGE_SHUFFLE(t1, t3, 2, 3, 6, 7));
+}
+
+// z[n2][k1] = y[k1][n2] * w[k1][n2] for y of R rows and C columns. Works on 4 x 4 blocks
+// in registers where the sizes allow; the transpose is the one strided step of the FFT.
 SER_EDGE_INLINE void twiddle_transpose(int R, int C, const float* SER_EDGE_RESTRICT yr,
                                        const float* SER_EDGE_RESTRICT yi, const float* SER_EDGE_RESTRICT wr,
                                        const float* SER_EDGE_RESTRICT wi, float* SER_EDGE_RESTRICT zr,
                                        float* SER_EDGE_RESTRICT zi) {
-    for (int n2 = 0; n2 < C; ++n2) {
-        for (int k1 = 0; k1 < R; ++k1) {
-            const float vr = yr[k1 * C + n2], vi = yi[k1 * C + n2];
-            const float tr = wr[n2 * R + k1], ti = wi[n2 * R + k1];
-            zr[n2 * R + k1] = vr * tr - vi * ti;
-            zi[n2 * R + k1] = vr * ti + vi * tr;
+    if (R % 4 == 0 && C % 4 == 0) {
+        for (int i = 0; i < R; i += 4) {
+            for (int j = 0; j < C; j += 4) {
+                v4f re[4], im[4];
+                for (int r = 0; r < 4; ++r) {
+                    const int at = (i + r) * C + j;
+                    const v4f vr = load_v<v4f>(yr + at), vi = load_v<v4f>(yi + at);
+                    const v4f tr = load_v<v4f>(wr + at), ti = load_v<v4f>(wi + at);
+                    re[r] = vr * tr - vi * ti;
+                    im[r] = vr * ti + vi * tr;
+                }
+                store_transposed4(re[0], re[1], re[2], re[3], zr + j * R + i, R);
+                store_transposed4(im[0], im[1], im[2], im[3], zi + j * R + i, R);
+            }
+        }
+        return;
+    }
+    for (int k1 = 0; k1 < R; ++k1) {
+        for (int n2 = 0; n2 < C; ++n2) {
+            const int at = k1 * C + n2;
+            const float vr = yr[at], vi = yi[at];
+            zr[n2 * R + k1] = vr * wr[at] - vi * wi[at];
+            zi[n2 * R + k1] = vr * wi[at] + vi * wr[at];
         }
     }
 }
@@ -200,8 +236,8 @@ RealFft::RealFft(int n) : n_(n), nc_(n / 2) {
     for (int n2 = 0; n2 < cols_; ++n2) {
         for (int k1 = 0; k1 < rows_; ++k1) {
             const double a = -kTwoPi * static_cast<double>(k1) * n2 / nc_;
-            mid_re_[n2 * rows_ + k1] = static_cast<float>(std::cos(a));
-            mid_im_[n2 * rows_ + k1] = static_cast<float>(std::sin(a));
+            mid_re_[k1 * cols_ + n2] = static_cast<float>(std::cos(a));
+            mid_im_[k1 * cols_ + n2] = static_cast<float>(std::sin(a));
         }
     }
     post_re_.resize(nc_ + 1);
@@ -227,7 +263,7 @@ void RealFft::forward(const float* in, float* out_re, float* out_im, float* work
         std::swap(ar, br);
         std::swap(ai, bi);
     }
-    // Step 2: twiddle and transpose into the free buffer.
+    // Step 2: z[n2][k1] = y[k1][n2] W_nc^(k1 n2), into the free buffer.
     twiddle_transpose(R, C, ar, ai, mid_re_.data(), mid_im_.data(), br, bi);
     // Step 3: length-C FFTs down each of the R columns; X[k1 + R k2] lands at row k2, column k1.
     if (run_stages(col_stages_, stage_re_.data(), stage_im_.data(), R, br, bi, ar, ai)) {

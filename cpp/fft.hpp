@@ -44,7 +44,7 @@ private:
     std::vector<Stage> row_stages_;  // length-rows_ FFTs, cols_ lanes each
     std::vector<Stage> col_stages_;  // length-cols_ FFTs, rows_ lanes each
     std::vector<float> stage_re_, stage_im_;
-    std::vector<float> mid_re_, mid_im_;    // four-step twiddles, transposed layout
+    std::vector<float> mid_re_, mid_im_;    // four-step twiddles W_nc^(k1 n2), [k1][n2]
     std::vector<float> post_re_, post_im_;  // e^{-2 pi i k / n}, k = 0..nc
 };
 

@@ -43,7 +43,6 @@ FrameProcessor::FrameProcessor(const FeatureConfig& config)
     if (need_mel) mel_ = std::make_unique<MelFilterbank>(config_);
     if (config_.has_block("mfcc")) {
         dct_ = std::make_unique<Dct>(config_.n_mels, config_.mfcc_include_c0 ? 0 : 1, config_.n_mfcc);
-        dct_scratch_.resize(dct_->scratch_size());
     }
     int at = 0;
     for (const auto& b : config_.blocks) {
@@ -59,6 +58,7 @@ FrameProcessor::FrameProcessor(const FeatureConfig& config)
     im_.resize(n_bins);
     power_.assign(n_bins + MelFilterbank::kPad, 0.0f);  // the padded tail stays zero
     energies_.resize(config_.n_mels);
+    mel_partial_.resize(static_cast<std::size_t>(config_.n_mels) * MelFilterbank::kLanes);
     log_energies_.resize(config_.n_mels);
 }
 
@@ -70,10 +70,10 @@ void FrameProcessor::compute(const float* frame, float* out) {
     if (spec_at_ >= 0)
         scaled_log(power_.data(), n_bins, static_cast<float>(config_.power_floor), kTenOverLn10, out + spec_at_);
     if (mel_) {
-        mel_->apply(power_.data(), energies_.data());
+        mel_->apply(power_.data(), energies_.data(), mel_partial_.data());
         float* log_mel = logmel_at_ >= 0 ? out + logmel_at_ : log_energies_.data();
         scaled_log(energies_.data(), config_.n_mels, static_cast<float>(config_.log_floor), 1.0f, log_mel);
-        if (dct_) dct_->apply(log_mel, out + mfcc_at_, dct_scratch_.data());
+        if (dct_) dct_->apply(log_mel, out + mfcc_at_);
     }
 }
 

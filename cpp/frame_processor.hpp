@@ -36,7 +36,7 @@ private:
     int spec_at_ = -1, logmel_at_ = -1, mfcc_at_ = -1;
 
     // Scratch, reused for every frame.
-    std::vector<float> padded_, work_, re_, im_, power_, energies_, log_energies_, dct_scratch_;
+    std::vector<float> padded_, work_, re_, im_, power_, energies_, log_energies_, mel_partial_;
 };
 
 }  // namespace ser_edge

@@ -76,16 +76,31 @@ std::vector<float> MelFilterbank::dense() const {
     return out;
 }
 
+namespace {
+
+SER_EDGE_INLINE void reduce_lanes(const float* SER_EDGE_RESTRICT partial, int n, float* SER_EDGE_RESTRICT out) {
+    constexpr int L = MelFilterbank::kLanes;
+    static_assert(L == 8, "the reduction tree below is written for 8 lanes");
+    for (int m = 0; m < n; ++m) {
+        const float* a = partial + m * L;
+        out[m] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    }
+}
+
+}  // namespace
+
 SER_EDGE_MULTIVERSION
-void MelFilterbank::apply(const float* power, float* energies) const {
+void MelFilterbank::apply(const float* power, float* energies, float* partial) const {
+    // Each band accumulates kLanes partial sums; the final reductions run as a second pass
+    // over all bands, where they vectorise across bands instead of one band at a time.
     for (int m = 0; m < n_mels_; ++m) {
         const float* SER_EDGE_RESTRICT w = weights_.data() + offset_[m];
         const float* SER_EDGE_RESTRICT p = power + start_[m];
-        float acc[kLanes] = {};
-        for (int b = 0; b < blocks_[m]; ++b)
-            for (int j = 0; j < kLanes; ++j) acc[j] += w[b * kLanes + j] * p[b * kLanes + j];
-        energies[m] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        v8f acc = {};
+        for (int b = 0; b < blocks_[m]; ++b) acc += load_v<v8f>(w + b * kLanes) * load_v<v8f>(p + b * kLanes);
+        store_v(partial + m * kLanes, acc);
     }
+    reduce_lanes(partial, n_mels_, energies);
 }
 
 }  // namespace ser_edge

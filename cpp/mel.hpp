@@ -22,10 +22,10 @@ public:
     std::vector<float> dense() const;
 
     // Reads n_bins() + kPad floats of power (the caller keeps the kPad tail at zero) and
-    // writes the n_mels energies.
-    void apply(const float* power, float* energies) const;
+    // writes the n_mels energies. partial: scratch of n_mels() * kLanes floats.
+    void apply(const float* power, float* energies, float* partial) const;
 
-    static constexpr int kLanes = 8;  // partial sums per filter; fixed so the summation order is too
+    static constexpr int kLanes = 8;  // partial sums per filter (one v8f); fixed, so the summation order is too
     static constexpr int kPad = kLanes;
 
 private:

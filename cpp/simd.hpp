@@ -7,6 +7,12 @@
 // and the features are bit-identical whichever clone runs.
 #pragma once
 
+#include <cstring>
+
+#if !defined(__GNUC__) && !defined(__clang__)
+#error "the ser-edge core uses GCC/Clang vector extensions: build with GCC or Clang (clang-cl on Windows)"
+#endif
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(SER_EDGE_NO_MULTIVERSION)
 #define SER_EDGE_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -14,10 +20,27 @@
 #define SER_EDGE_MULTIVERSION
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
 #define SER_EDGE_INLINE inline __attribute__((always_inline))
 #define SER_EDGE_RESTRICT __restrict__
-#else
-#define SER_EDGE_INLINE inline
-#define SER_EDGE_RESTRICT
-#endif
+
+namespace ser_edge {
+
+// Portable SIMD values: the compiler maps them onto the widest registers of each clone
+// (two AVX2 or four SSE registers for a v16f on narrower ISAs).
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v16f __attribute__((vector_size(64)));
+
+template <typename V>
+SER_EDGE_INLINE V load_v(const float* p) {
+    V v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+template <typename V>
+SER_EDGE_INLINE void store_v(float* p, V v) {
+    std::memcpy(p, &v, sizeof v);
+}
+
+}  // namespace ser_edge

@@ -47,14 +47,16 @@ import scipy.fft
 import ser_edge
 from ser_edge import FeatureConfig, FeatureStream, extract
 
-SAMPLE_RATE = 16000
-FRAME_LENGTH = 400
-HOP = 160
-N_FFT = 512
-N_MELS = 40
-N_MFCC = 13
-FLOOR = 1e-10
-CHUNK = 160  # 10 ms at 16 kHz: the granularity of a live audio callback
+# Every competitor is set up from the default FeatureConfig, the definition being measured.
+CONFIG = FeatureConfig()
+SAMPLE_RATE = CONFIG.sample_rate
+FRAME_LENGTH = CONFIG.frame_length
+HOP = CONFIG.hop_length
+N_FFT = CONFIG.n_fft
+N_MELS = CONFIG.n_mels
+N_MFCC = CONFIG.n_mfcc
+FLOOR = CONFIG.power_floor
+CHUNK = SAMPLE_RATE // 100  # 10 ms: the granularity of a live audio callback
 
 
 # --------------------------------------------------------------------------- input

@@ -9,8 +9,8 @@ FeatureConfig on the same seeded signal (noise plus a tone, float32, 16 kHz):
     E = librosa HTK mel filters (40 bands, 0-8000 Hz, no norm) @ P,
     MFCC block = c1..c13 of the orthonormal DCT-II of ln(max(E, 1e-10)).
 
-The median wall time over --repeats runs (after one warm-up run) is reported as a
-Markdown table, followed by the performance targets of ser-edge with PASS/MISS.
+The median wall time over --repeats runs (after one warm-up run; the methods take turns
+within each repeat) is reported as a Markdown table, followed by the performance targets of ser-edge with PASS/MISS.
 
     python benchmarks/bench_features.py --seconds 60 --repeats 15 --json out.json
 """
@@ -117,9 +117,10 @@ class NumpyFeatures:
         """Use whichever of numpy.fft and scipy.fft is faster on this machine."""
         buf = windowed_frames(x)
         candidates = {"numpy.fft.rfft": self._numpy_rfft, "scipy.fft.rfft": self._scipy_rfft}
-        for name, fn in candidates.items():
-            # A fresh copy per call, since the scipy variant may overwrite its input.
-            self.fft_timings_ms[name] = 1e3 * median_time(lambda fn=fn: fn(buf.copy()), repeats)
+        # A fresh copy per call, since the scipy variant may overwrite its input.
+        times = interleaved_times([lambda fn=fn: fn(buf.copy()) for fn in candidates.values()], repeats)
+        for name, t in zip(candidates, times):
+            self.fft_timings_ms[name] = 1e3 * statistics.median(t)
         self.fft_name = min(self.fft_timings_ms, key=self.fft_timings_ms.get)
         self.rfft = candidates[self.fft_name]
 
@@ -224,21 +225,24 @@ def psf_features(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- timing
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    return statistics.median(run_times(fn, repeats))
+def interleaved_times(fns: list[Callable[[], object]], repeats: int) -> list[list[float]]:
+    """Seconds per call of each function, timed round-robin: repeat r runs every method once.
 
-
-def run_times(fn: Callable[[], object], repeats: int) -> list[float]:
-    """Seconds per call, after one warm-up call (first-touch page faults, plan caches)."""
-    fn()
-    times = []
+    On a shared machine, load comes and goes; interleaving spreads it over all methods
+    alike, so the ratios between them hold even when the absolute times drift. Each
+    function is called once first (first-touch page faults, plan caches).
+    """
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
     gc.collect()
     gc.disable()  # a collection inside one run would land on whichever method was unlucky
     try:
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
+            for fn, acc in zip(fns, times):
+                t0 = time.perf_counter()
+                fn()
+                acc.append(time.perf_counter() - t0)
     finally:
         gc.enable()
     return times
@@ -390,15 +394,14 @@ def main() -> int:
          lambda: scipy.fft.rfft(scipy_frames, axis=-1, workers=1)),
     ]
 
-    results = []
-    for key, label, fn in methods:
-        results.append(Result(key, label, run_times(fn, args.repeats)))
+    all_times = interleaved_times([fn for _, _, fn in methods], args.repeats)
+    results = [Result(key, label, t) for (key, label, _), t in zip(methods, all_times)]
     # The floor must have transformed the right frames, or it is not a floor.
     assert np.allclose(frames_out, scipy.fft.rfft(scipy_frames, axis=-1), rtol=1e-4, atol=1e-3)
 
     by_key = {r.key: r for r in results}
     one = by_key["oneshot"].median_s
-    print(f"## Median of {args.repeats} runs (after 1 warm-up), {args.seconds:g} s of audio\n")
+    print(f"## Median of {args.repeats} interleaved runs (after 1 warm-up), {args.seconds:g} s of audio\n")
     print(f"| method | median ms per {args.seconds:g} s of audio | x real time | ratio vs ser-edge one-shot |")
     print("|---|---:|---:|---:|")
     for r in results:

@@ -148,3 +148,17 @@ def test_non_finite_samples_raise_value_error_naming_the_first_index(value, name
     # A rejected chunk leaves the stream as it was.
     assert stream.samples_accepted == 100
     np.testing.assert_array_equal(stream.accept(SIGNAL[100:]), ONE_SHOT)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"hop_length": 400}, {"hop_length": 1}, {"n_fft": 1024, "frame_length": 1024, "hop_length": 333}],
+    ids=["hop_equals_frame", "hop_of_one_sample", "long_odd_hop"],
+)
+def test_stream_equals_one_shot_for_other_framings(fields):
+    config = CONFIG.replace(**fields)
+    x = SIGNAL[:6000]
+    expected = extract(x, config)
+    assert len(expected) == config.num_frames(len(x))
+    for sizes in ([1], [7], [160, 3, 1001]):
+        np.testing.assert_array_equal(stream_in_chunks(x, sizes, config), expected)

@@ -1,0 +1,156 @@
+"""Corpora readers, speaker-independent splits and metrics of the training package."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import sklearn.metrics
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import DATA_DIR, corpus_clips
+from ser_edge.training.corpora import (
+    Clip,
+    CorpusError,
+    read_corpus,
+    read_emodb,
+    read_folders,
+    read_manifest,
+    read_urdu,
+    to_shared,
+)
+from ser_edge.training.metrics import report
+from ser_edge.training.splits import adaptation_split, grouped_kfold, k_shot_split, leave_one_speaker_out
+
+needs_corpora = pytest.mark.skipif(
+    not corpus_clips("urdu") or not corpus_clips("emodb-2s"),
+    reason=f"corpora not found in {DATA_DIR} (set SER_EDGE_DATA to the folder holding urdu/ and emodb-2s/)",
+)
+
+
+@needs_corpora
+def test_urdu_reader_finds_every_clip_with_label_and_speaker():
+    clips = read_urdu(DATA_DIR / "urdu")
+    assert len(clips) == 400
+    assert Counter(c.label for c in clips) == {"angry": 100, "happy": 100, "neutral": 100, "sad": 100}
+    assert len({c.speaker for c in clips}) == 29
+    assert Counter(c.speaker for c in clips)["M5"] == 80
+    for c in clips:  # the file-name label agrees with the folder
+        assert c.path.parent.name.lower() == c.label
+
+
+@needs_corpora
+def test_emodb_reader_and_the_shared_four_classes():
+    clips = read_emodb(DATA_DIR / "emodb-2s")
+    assert len(clips) == 535 and len({c.speaker for c in clips}) == 10
+    assert Counter(c.label for c in clips)["anger"] == 127
+    shared = to_shared(clips)
+    assert len(shared) == 339
+    assert Counter(c.label for c in shared) == {"angry": 127, "happy": 71, "neutral": 79, "sad": 62}
+    assert read_corpus(DATA_DIR / "emodb-2s") == clips
+
+
+def test_folder_and_manifest_readers(tmp_path):
+    for label in ("Angry", "calm"):
+        (tmp_path / "corpus" / label).mkdir(parents=True)
+        for spk in ("ks01", "ks02"):
+            (tmp_path / "corpus" / label / f"{spk}_{label}_1.wav").write_bytes(b"")
+    clips = read_folders(tmp_path / "corpus", r"^(ks\d+)_", language="ks")
+    assert {(c.label, c.speaker) for c in clips} == {(l, s) for l in ("angry", "calm") for s in ("ks01", "ks02")}
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,speaker,language\ncorpus/calm/ks01_calm_1.wav,Calm,ks01,ks\n")
+    (clip,) = read_manifest(manifest)
+    assert clip == Clip(tmp_path / "corpus/calm/ks01_calm_1.wav", "calm", "ks01", "m", "ks")
+
+
+def test_readers_fail_clearly(tmp_path):
+    with pytest.raises(CorpusError, match="does not exist"):
+        read_urdu(tmp_path / "nope")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,emotion\nx.wav,angry\n")
+    with pytest.raises(CorpusError, match="lacks column"):
+        read_manifest(bad)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.wav").write_bytes(b"")
+    with pytest.raises(CorpusError, match="does not match"):
+        read_folders(tmp_path, r"^(spk\d+)_")
+    with pytest.raises(CorpusError, match="neither URDU nor EmoDB"):
+        read_corpus(tmp_path)
+
+
+groups_strategy = st.lists(st.sampled_from([f"s{i}" for i in range(15)]), min_size=2, max_size=200).filter(
+    lambda g: len(set(g)) >= 2
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(groups_strategy, st.integers(2, 12), st.integers(0, 3))
+def test_grouped_folds_are_speaker_disjoint_and_cover_every_clip_once(groups, k, seed):
+    folds = grouped_kfold(groups, k=k, seed=seed)
+    assert len(folds) == min(k, len(set(groups)))
+    seen = np.concatenate([test for _, test in folds])
+    assert sorted(seen.tolist()) == list(range(len(groups)))
+    for train, test in folds:
+        assert len(test) > 0
+        assert not {groups[i] for i in train} & {groups[i] for i in test}
+        assert len(train) + len(test) == len(groups)
+
+
+@settings(max_examples=40, deadline=None)
+@given(groups_strategy)
+def test_leave_one_speaker_out_tests_each_speaker_alone(groups):
+    folds = leave_one_speaker_out(groups)
+    assert len(folds) == len(set(groups))
+    for _, test in folds:
+        assert len({groups[i] for i in test}) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([f"t{i}" for i in range(12)]), min_size=20, max_size=150).filter(
+    lambda g: len(set(g)) >= 4), st.sampled_from([0.0, 0.1, 0.2, 0.3]), st.integers(0, 5))
+def test_adaptation_never_puts_a_test_speaker_into_training(groups, fraction, seed):
+    try:
+        adapt, test = adaptation_split(groups, fraction, seed=seed)
+    except ValueError as err:
+        assert "lower fraction" in str(err)
+        return
+    assert not {groups[i] for i in adapt} & {groups[i] for i in test}
+    assert len(adapt) == round(fraction * len(groups))
+    # the test part does not depend on the fraction
+    assert np.array_equal(adaptation_split(groups, 0.0, seed=seed)[1], test)
+
+
+def test_k_shot_takes_k_per_class_from_non_test_speakers():
+    groups = [f"s{i % 8}" for i in range(160)]
+    labels = [("a", "b", "c", "d")[(i // 8) % 4] for i in range(160)]  # every speaker has every class
+    _, test = adaptation_split(groups, 0.0, seed=1)
+    for k in (5, 10, 15):
+        shots = k_shot_split(groups, labels, k, test, seed=1)
+        assert Counter(labels[i] for i in shots) == {y: k for y in "abcd"}
+        assert not {groups[i] for i in shots} & {groups[i] for i in test}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 7).flatmap(lambda n: st.tuples(
+    st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), min_size=1, max_size=300))))
+def test_metrics_equal_scikit_learn(case):
+    n, pairs = case
+    y_true = [t for t, _ in pairs]
+    y_pred = [p for _, p in pairs]
+    labels = [f"c{i}" for i in range(n)]
+    r = report(y_true, y_pred, labels)
+    present = sorted(set(y_true))
+    assert r["uar"] == pytest.approx(sklearn.metrics.recall_score(y_true, y_pred, labels=present, average="macro"))
+    assert r["wa"] == pytest.approx(sklearn.metrics.accuracy_score(y_true, y_pred))
+    assert r["macro_f1"] == pytest.approx(
+        sklearn.metrics.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+    assert r["confusion"] == sklearn.metrics.confusion_matrix(y_true, y_pred, labels=list(range(n))).tolist()
+    p, rc, f, s = sklearn.metrics.precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(n)), zero_division=0)
+    for i, label in enumerate(labels):
+        assert r["per_class"][label]["precision"] == pytest.approx(p[i])
+        assert r["per_class"][label]["recall"] == pytest.approx(rc[i])
+        assert r["per_class"][label]["f1"] == pytest.approx(f[i])
+        assert r["per_class"][label]["support"] == s[i]

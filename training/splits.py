@@ -1,0 +1,117 @@
+"""Speaker-independent splits: no speaker is ever on both sides.
+
+`grouped_kfold` and `leave_one_speaker_out` give test folds that together cover every
+clip exactly once; `adaptation_split` and `k_shot_split` take target-corpus clips for
+training from speakers that are kept out of the target's test part.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["adaptation_split", "grouped_kfold", "k_shot_split", "leave_one_speaker_out"]
+
+Fold = tuple[np.ndarray, np.ndarray]  # (train indices, test indices)
+
+
+def _by_group(groups: Sequence[str]) -> dict[str, list[int]]:
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    return dict(members)
+
+
+def grouped_kfold(groups: Sequence[str], k: int = 10, seed: int = 0) -> list[Fold]:
+    """k folds grouped by speaker, balanced by clip count.
+
+    Speakers are shuffled (seeded), then each, largest first, joins the fold with the
+    fewest clips so far. With fewer speakers than k, there are as many folds as speakers.
+    """
+    members = _by_group(groups)
+    if k < 2:
+        raise ValueError(f"k must be at least 2, got {k}")
+    if len(members) < 2:
+        raise ValueError(f"speaker-grouped folds need at least 2 speakers, got {len(members)}")
+    k = min(k, len(members))
+    rng = np.random.default_rng(seed)
+    order = list(members)
+    rng.shuffle(order)
+    order.sort(key=lambda g: -len(members[g]))  # stable: ties keep the shuffled order
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for g in order:
+        smallest = min(range(k), key=lambda f: (len(folds[f]), f))
+        folds[smallest].extend(members[g])
+    n = len(groups)
+    out = []
+    for test in folds:
+        test_idx = np.array(sorted(test), dtype=np.int64)
+        mask = np.ones(n, dtype=bool)
+        mask[test_idx] = False
+        out.append((np.flatnonzero(mask), test_idx))
+    return out
+
+
+def leave_one_speaker_out(groups: Sequence[str]) -> list[Fold]:
+    """One fold per speaker: that speaker's clips are the test set."""
+    members = _by_group(groups)
+    n = len(groups)
+    out = []
+    for g in sorted(members):
+        test_idx = np.array(members[g], dtype=np.int64)
+        mask = np.ones(n, dtype=bool)
+        mask[test_idx] = False
+        out.append((np.flatnonzero(mask), test_idx))
+    return out
+
+
+def adaptation_split(groups: Sequence[str], fraction: float, seed: int = 0,
+                     test_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Target-corpus indices (adapt, test) with disjoint speakers.
+
+    A seeded `test_fraction` of the speakers (by clip count) forms the test part, the same
+    for every `fraction` with the same seed, so 10 / 20 / 30 % runs are comparable. The
+    adaptation set is `fraction` of all target clips, drawn from the other speakers.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    members = _by_group(groups)
+    if len(members) < 2:
+        raise ValueError("adaptation needs at least 2 target speakers")
+    rng = np.random.default_rng(seed)
+    order = sorted(members)
+    rng.shuffle(order)
+    n = len(groups)
+    test, pool = [], []
+    for g in order:
+        (test if len(test) < test_fraction * n else pool).extend(members[g])
+    if not pool:
+        raise ValueError("no speakers left for adaptation; lower test_fraction")
+    want = int(round(fraction * n))
+    if want > len(pool):
+        raise ValueError(f"{fraction:.0%} of the target is {want} clips, but the speakers outside the "
+                         f"test part have only {len(pool)}; lower fraction or test_fraction")
+    pool_idx = np.array(pool, dtype=np.int64)
+    rng.shuffle(pool_idx)
+    return np.sort(pool_idx[:want]), np.array(sorted(test), dtype=np.int64)
+
+
+def k_shot_split(groups: Sequence[str], labels: Sequence[str], k: int, test: np.ndarray,
+                 seed: int = 0) -> np.ndarray:
+    """k clips per class, from speakers absent from the `test` indices (seeded)."""
+    test_groups = {groups[i] for i in test}
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, (g, y) in enumerate(zip(groups, labels)):
+        if g not in test_groups:
+            by_label[y].append(i)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for y in sorted(set(labels)):
+        candidates = by_label.get(y, [])
+        if len(candidates) < k:
+            raise ValueError(f"class {y!r} has only {len(candidates)} clips outside the test speakers; "
+                             f"cannot take {k}")
+        chosen.extend(rng.choice(candidates, size=k, replace=False).tolist())
+    return np.array(sorted(chosen), dtype=np.int64)

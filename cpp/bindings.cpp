@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "feature_config.hpp"
@@ -17,6 +18,7 @@
 #include "frame_processor.hpp"
 #include "mel.hpp"
 #include "samples.hpp"
+#include "simd.hpp"
 #include "window.hpp"
 
 namespace py = pybind11;
@@ -146,7 +148,11 @@ template <typename T>
 void take(py::dict& d, const char* key, T& field) {
     if (!d.contains(key)) return;
     py::object v = d[key];
+    // No truthiness for flags and no bytes for names: a wrong type is a mistake to report.
+    const bool wrong_type = (std::is_same<T, bool>::value && !py::isinstance<py::bool_>(v)) ||
+                            (std::is_same<T, std::string>::value && !py::isinstance<py::str>(v));
     try {
+        if (wrong_type) throw py::cast_error();
         field = v.cast<T>();
     } catch (py::cast_error&) {
         throw py::type_error(std::string("FeatureConfig.") + key + ": cannot use " + std::string(py::repr(v)));
@@ -175,6 +181,8 @@ FeatureConfig config_from(const FeatureConfig& base, const py::dict& fields) {
     if (d.contains("blocks") && py::isinstance<py::str>(d["blocks"]))
         throw py::type_error("FeatureConfig.blocks: expected a list of block names, got a string");
     take(d, "blocks", c.blocks);
+    c.fmin += 0.0;  // -0.0 -> 0.0, so that equal configs also serialise (and hash) equally
+    c.fmax += 0.0;
     if (!d.empty()) {
         std::string keys;
         for (auto item : d) keys += (keys.empty() ? "" : ", ") + std::string(py::str(item.first));
@@ -204,15 +212,23 @@ public:
             if (bad == s.size) stream_.accept(s.data, s.size, dst);
         }
         if (bad < s.size) check_finite(s, "chunk");
+        snapshot();
         return out;
     }
 
     void reset() {
         Busy busy(busy_);
         stream_.reset();
+        snapshot();
     }
 
     const ser_edge::FeatureStream& stream() const { return stream_; }
+
+    // Counters as of the last completed call, read under the GIL: reading the stream's own
+    // while another thread runs accept() without the GIL would be a data race.
+    std::size_t buffered_samples() const { return buffered_; }
+    std::size_t frames_emitted() const { return emitted_; }
+    std::size_t samples_accepted() const { return accepted_; }
 
 private:
     struct Busy {
@@ -224,8 +240,15 @@ private:
         ~Busy() { flag.store(false); }
         std::atomic<bool>& flag;
     };
+    void snapshot() {
+        buffered_ = stream_.buffered_samples();
+        emitted_ = stream_.frames_emitted();
+        accepted_ = stream_.samples_accepted();
+    }
+
     ser_edge::FeatureStream stream_;
     std::atomic<bool> busy_{false};
+    std::size_t buffered_ = 0, emitted_ = 0, accepted_ = 0;
 };
 
 py::dict build_info() {
@@ -248,8 +271,7 @@ py::dict build_info() {
     d["sanitizers"] = false;
 #endif
     std::string isa = "baseline";
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(SER_EDGE_NO_MULTIVERSION)
+#if SER_EDGE_HAS_MULTIVERSION
     d["multiversion"] = true;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("x86-64-v4"))
@@ -288,7 +310,8 @@ values per frame. Create changed copies with replace(); serialise with to_json()
              "FeatureConfig(**fields): any field may be given by keyword; the rest keep their defaults.")
         .def_static("preset", &FeatureConfig::preset, py::arg("name"),
                     "A named preset: 'seed' (spectrogram + mfcc), 'logmel' or 'mfcc'.")
-        .def_static("from_dict", [](const py::dict& d) { return config_from(FeatureConfig(), d); }, py::arg("fields"))
+        .def_static("from_dict", [](const py::object& fields) { return config_from(FeatureConfig(), py::dict(fields)); },
+                    py::arg("fields"), "From any mapping of field names to values (as to_dict() writes).")
         .def("to_dict", &config_to_dict)
         .def("to_json", [](const FeatureConfig& c) {
             return py::module_::import("json").attr("dumps")(config_to_dict(c), py::arg("sort_keys") = true).cast<std::string>();
@@ -365,10 +388,10 @@ Holds fewer than frame_length samples between calls. One stream per thread.
         .def("reset", &StreamHandle::reset, "Drop buffered samples and counters; start a new stream.")
         .def_property_readonly("config", [](const StreamHandle& h) { return h.stream().config(); })
         .def_property_readonly("dim", [](const StreamHandle& h) { return h.stream().dim(); })
-        .def_property_readonly("buffered_samples", [](const StreamHandle& h) { return h.stream().buffered_samples(); },
+        .def_property_readonly("buffered_samples", &StreamHandle::buffered_samples,
                                "samples held for frames not yet complete (< frame_length)")
-        .def_property_readonly("frames_emitted", [](const StreamHandle& h) { return h.stream().frames_emitted(); })
-        .def_property_readonly("samples_accepted", [](const StreamHandle& h) { return h.stream().samples_accepted(); });
+        .def_property_readonly("frames_emitted", &StreamHandle::frames_emitted)
+        .def_property_readonly("samples_accepted", &StreamHandle::samples_accepted);
 
     m.def("extract", [](const py::handle& signal, const FeatureConfig& config) {
         Samples s = as_samples(signal, "signal");
@@ -401,7 +424,8 @@ Holds fewer than frame_length samples between calls. One stream per thread.
 
     m.def("rfft", [](const py::handle& x) {
         Samples s = as_samples(x, "x");
-        if (!ser_edge::RealFft::supported_size(static_cast<int>(s.size)))
+        if (s.size > static_cast<std::size_t>(ser_edge::RealFft::kMaxSize) ||
+            !ser_edge::RealFft::supported_size(static_cast<int>(s.size)))
             throw py::value_error("rfft: length must be a power of two from " + std::to_string(ser_edge::RealFft::kMinSize) +
                                   " to " + std::to_string(ser_edge::RealFft::kMaxSize) + ", got " + std::to_string(s.size));
         ser_edge::RealFft fft(static_cast<int>(s.size));

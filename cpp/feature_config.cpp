@@ -1,7 +1,9 @@
 #include "feature_config.hpp"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 
 #include "fft.hpp"
@@ -13,6 +15,13 @@ const char* const kBlocks[] = {"spectrogram", "logmel", "mfcc"};
 
 [[noreturn]] void bad(const std::string& field, const std::string& why) {
     throw std::invalid_argument("FeatureConfig." + field + ": " + why);
+}
+
+// Shortest round-trip form of a number, for messages ("4000", "1e-45").
+std::string num(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.9g", v);
+    return buf;
 }
 
 bool is_known_block(const std::string& b) {
@@ -40,13 +49,17 @@ void FeatureConfig::validate() const {
         bad("mel_scale", "must be 'htk' or 'slaney', got '" + mel_scale + "'");
     if (mel_norm != "none" && mel_norm != "slaney")
         bad("mel_norm", "must be 'none' or 'slaney', got '" + mel_norm + "'");
-    if (!(fmin >= 0.0)) bad("fmin", "must be >= 0 Hz, got " + std::to_string(fmin));
-    if (!(fmax > fmin)) bad("fmax", "must be > fmin (" + std::to_string(fmin) + " Hz), got " + std::to_string(fmax));
+    if (!(fmin >= 0.0)) bad("fmin", "must be >= 0 Hz, got " + num(fmin));
+    if (!(fmax > fmin)) bad("fmax", "must be > fmin (" + num(fmin) + " Hz), got " + num(fmax));
     if (fmax > sample_rate / 2.0)
-        bad("fmax", "must be <= sample_rate / 2 (" + std::to_string(sample_rate / 2.0) + " Hz), got " +
-                        std::to_string(fmax));
-    if (!(power_floor > 0.0)) bad("power_floor", "must be > 0");
-    if (!(log_floor > 0.0)) bad("log_floor", "must be > 0");
+        bad("fmax", "must be <= sample_rate / 2 (" + num(sample_rate / 2.0) + " Hz), got " + num(fmax));
+    // The floors are applied in float32 and must be normal numbers there.
+    if (!(power_floor >= FLT_MIN && power_floor <= FLT_MAX))
+        bad("power_floor", "must be a normal float32 in [1.2e-38, 3.4e38], got " + num(power_floor));
+    if (!(log_floor >= FLT_MIN && log_floor <= FLT_MAX))
+        bad("log_floor", "must be a normal float32 in [1.2e-38, 3.4e38], got " + num(log_floor));
+    if (n_mels < 1 || n_mels > kMaxMels)
+        bad("n_mels", "must be in 1.." + std::to_string(kMaxMels) + ", got " + std::to_string(n_mels));
     if (blocks.empty()) bad("blocks", "no block enabled; choose from spectrogram, logmel, mfcc");
     for (std::size_t i = 0; i < blocks.size(); ++i) {
         if (!is_known_block(blocks[i]))
@@ -54,11 +67,9 @@ void FeatureConfig::validate() const {
         for (std::size_t j = 0; j < i; ++j)
             if (blocks[j] == blocks[i]) bad("blocks", "block '" + blocks[i] + "' listed twice");
     }
-    if (has_block("logmel") || has_block("mfcc")) {
-        if (n_mels <= 0) bad("n_mels", "must be > 0, got " + std::to_string(n_mels));
-    }
     if (has_block("mfcc")) {
         const int available = mfcc_include_c0 ? n_mels : n_mels - 1;
+        if (available < 1) bad("n_mels", "must be >= 2 for MFCC without c0, got " + std::to_string(n_mels));
         if (n_mfcc <= 0 || n_mfcc > available)
             bad("n_mfcc", "must be in 1.." + std::to_string(available) + " for n_mels=" +
                               std::to_string(n_mels) + ", got " + std::to_string(n_mfcc));

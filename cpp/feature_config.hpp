@@ -13,6 +13,8 @@ namespace ser_edge {
 //   "mfcc":        orthonormal DCT-II of the log-mel vector, n_mfcc coefficients
 //                  starting at c1 (or c0 when mfcc_include_c0)
 struct FeatureConfig {
+    static constexpr int kMaxMels = 4096;
+
     int sample_rate = 16000;      // Hz
     int frame_length = 400;       // samples per frame (25 ms)
     int hop_length = 160;         // samples between frame starts (10 ms)

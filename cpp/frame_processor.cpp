@@ -21,14 +21,20 @@ void apply_window(const float* SER_EDGE_RESTRICT frame, const float* SER_EDGE_RE
 SER_EDGE_MULTIVERSION
 void power_spectrum(const float* SER_EDGE_RESTRICT re, const float* SER_EDGE_RESTRICT im, int n,
                     float* SER_EDGE_RESTRICT power) {
-    for (int k = 0; k < n; ++k) power[k] = re[k] * re[k] + im[k] * im[k];
+    // An input far outside [-1, 1] can overflow the power; keep it finite so that the
+    // zero weights of the mel bands cannot turn it into NaN (0 * inf).
+    for (int k = 0; k < n; ++k) {
+        const float p = re[k] * re[k] + im[k] * im[k];
+        power[k] = p > FLT_MAX ? FLT_MAX : p;
+    }
 }
 
 // out[i] = scale * ln(clamp(x[i], floor, FLT_MAX)); the upper clamp keeps an overflowed power finite.
 SER_EDGE_MULTIVERSION
 void scaled_log(const float* SER_EDGE_RESTRICT x, int n, float floor, float scale, float* SER_EDGE_RESTRICT out) {
     for (int i = 0; i < n; ++i) {
-        float v = x[i] < floor ? floor : x[i];
+        // Written so that NaN (only reachable from absurd, overflowing input) takes the floor.
+        float v = !(x[i] >= floor) ? floor : x[i];
         v = v > FLT_MAX ? FLT_MAX : v;
         out[i] = scale * fast_ln(v);
     }
@@ -57,9 +63,11 @@ FrameProcessor::FrameProcessor(const FeatureConfig& config)
     re_.resize(n_bins);
     im_.resize(n_bins);
     power_.assign(n_bins + MelFilterbank::kPad, 0.0f);  // the padded tail stays zero
-    energies_.resize(config_.n_mels);
-    mel_partial_.resize(static_cast<std::size_t>(config_.n_mels) * MelFilterbank::kLanes);
-    log_energies_.resize(config_.n_mels);
+    if (mel_) {
+        energies_.resize(config_.n_mels);
+        mel_partial_.resize(static_cast<std::size_t>(config_.n_mels) * MelFilterbank::kLanes);
+        log_energies_.resize(config_.n_mels);
+    }
 }
 
 void FrameProcessor::compute(const float* frame, float* out) {

@@ -13,10 +13,13 @@
 #error "the ser-edge core uses GCC/Clang vector extensions: build with GCC or Clang (clang-cl on Windows)"
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    !defined(SER_EDGE_NO_MULTIVERSION)
+// Clones need GCC >= 12 (target_clones with arch= levels) and glibc's ifunc.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
+    defined(__linux__) && defined(__GLIBC__) && !defined(SER_EDGE_NO_MULTIVERSION)
+#define SER_EDGE_HAS_MULTIVERSION 1
 #define SER_EDGE_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
+#define SER_EDGE_HAS_MULTIVERSION 0
 #define SER_EDGE_MULTIVERSION
 #endif
 

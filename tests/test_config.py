@@ -53,7 +53,13 @@ def test_presets():
         ({"n_mfcc": 40}, "n_mfcc"),
         ({"n_mfcc": 0}, "n_mfcc"),
         ({"power_floor": 0.0}, "power_floor"),
+        ({"power_floor": 1e-39}, "power_floor"),
+        ({"power_floor": float("inf")}, "power_floor"),
         ({"log_floor": -1.0}, "log_floor"),
+        ({"log_floor": 1e-44}, "log_floor"),
+        ({"n_mels": -1, "blocks": ["spectrogram"]}, "n_mels"),
+        ({"n_mels": 2**31 - 1, "blocks": ["spectrogram"]}, "n_mels"),
+        ({"n_mels": 1}, "n_mels"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_field(fields, field):
@@ -68,6 +74,27 @@ def test_unknown_and_mistyped_fields_are_rejected():
         FeatureConfig(n_fft="big")
     with pytest.raises(TypeError, match="list of block names"):
         FeatureConfig(blocks="mfcc")
+    with pytest.raises(TypeError, match="mfcc_include_c0"):
+        FeatureConfig(mfcc_include_c0=0.5)
+    with pytest.raises(TypeError, match="FeatureConfig.window"):
+        FeatureConfig(window=b"hann")
+
+
+def test_error_messages_print_numbers_plainly():
+    with pytest.raises(ValueError, match=r"must be <= sample_rate / 2 \(4000 Hz\), got 5000$"):
+        FeatureConfig(sample_rate=8000, fmax=5000.0)
+
+
+def test_negative_zero_is_the_same_config_everywhere():
+    a, b = FeatureConfig(fmin=-0.0), FeatureConfig()
+    assert a == b and hash(a) == hash(b) and a.to_json() == b.to_json()
+
+
+def test_from_dict_takes_any_mapping():
+    import types
+
+    c = FeatureConfig(n_mels=64)
+    assert FeatureConfig.from_dict(types.MappingProxyType(c.to_dict())) == c
 
 
 def test_round_trips_through_dict_json_and_pickle():

@@ -82,13 +82,24 @@ def test_every_block_matches_float64_reference_on_real_clips(real_clips):
         {"n_fft": 1024, "frame_length": 1024, "hop_length": 256, "n_mels": 64, "n_mfcc": 20},
         {"window": "hann", "fmin": 60.0, "fmax": 7600.0, "mfcc_include_c0": True},
         {"sample_rate": 8000, "fmax": 4000.0, "n_fft": 256, "frame_length": 200, "hop_length": 80, "n_mels": 23},
+        {"n_fft": 64, "frame_length": 63, "hop_length": 63, "n_mels": 8, "n_mfcc": 5},
+        {"frame_length": 401 - 2, "hop_length": 399, "blocks": ["mfcc", "spectrogram", "logmel"]},
     ],
-    ids=["slaney", "long_frames", "hann_band_limited_c0", "narrowband"],
+    ids=["slaney", "long_frames", "hann_band_limited_c0", "narrowband", "tiny_fft_odd_frame", "hop_is_frame_reordered"],
 )
 def test_options_match_reference(fields):
     config = ALL_BLOCKS.replace(**fields)
     x = SIGNALS["chirp_100_to_7900hz"]
     assert_blocks_match(x * 0.5 + 0.01 * SIGNALS["white_noise"], config)
+
+
+@pytest.mark.parametrize("scale", [1e6, 1e18, 3e38])
+def test_huge_finite_input_gives_finite_features(scale):
+    x = (np.random.default_rng(1).uniform(-1.0, 1.0, 1600) * scale).astype(np.float32)
+    feats = extract(x, ALL_BLOCKS)
+    assert np.isfinite(feats).all()
+    s = ALL_BLOCKS.block_slices()
+    assert (feats[:, s["spectrogram"]] <= 10 * np.log10(np.finfo(np.float32).max) + 1e-3).all()
 
 
 def test_silence_hits_the_floors_exactly_as_defined():
@@ -123,7 +134,8 @@ def test_real_fft_matches_numpy_for_every_supported_size(n):
     ref = np.fft.rfft(x.astype(np.float64))
     got = _core.rfft(x)
     assert got.dtype == np.complex64 and got.shape == ref.shape
-    assert np.abs(got - ref).max() <= 1e-6 * np.sqrt(n) * np.log2(n) * np.abs(x).max()
+    # Measured: at most 1.8e-7 of the largest bin for every size.
+    assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()
 
 
 def test_real_fft_rejects_unsupported_sizes():

@@ -1,0 +1,125 @@
+"""Clips to feature matrices, computed by the C++ core and cached on disk.
+
+Features come from `ser_edge.features.extract` with the model's FeatureConfig: the same
+code the runtime runs, never a second implementation. The cache key covers the config,
+the file's bytes and any noise applied, so a changed file or config is never served stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ser_edge.audio import AudioError, load
+from ser_edge.features import FeatureConfig, extract
+from ser_edge.training.corpora import Clip
+from ser_edge.training.noise import make_noise, mix_at_snr
+
+__all__ = ["Example", "FeatureCache", "NoiseSpec", "load_examples"]
+
+#: Clips shorter than this many frames (0.25 s at the default hop) are skipped.
+MIN_FRAMES = 25
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """Noise to mix into every clip: kind ('white', 'pink', 'babble'), SNR in dB, seed."""
+
+    kind: str
+    snr_db: float
+    seed: int = 0
+
+    def key(self) -> str:
+        return f"{self.kind}@{self.snr_db:g}dB#{self.seed}"
+
+
+@dataclass
+class Example:
+    """One clip's features [frames, dim] with its class index and speaker group."""
+
+    features: np.ndarray
+    label: int
+    group: str
+    path: Path
+
+
+def _default_root() -> Path:
+    return Path(os.environ.get("SER_EDGE_CACHE", Path.home() / ".cache" / "ser-edge" / "features"))
+
+
+class FeatureCache:
+    """On-disk cache of feature matrices keyed by (config, file content, noise)."""
+
+    def __init__(self, config: FeatureConfig, root: Optional[Path] = None) -> None:
+        self.config = config
+        self.root = Path(root) if root is not None else _default_root()
+        self._config_key = hashlib.sha1(config.to_json().encode()).hexdigest()
+
+    def _key(self, path: Path, noise: Optional[NoiseSpec]) -> Path:
+        h = hashlib.sha1(self._config_key.encode())
+        h.update(Path(path).read_bytes())
+        if noise is not None:
+            h.update(noise.key().encode())
+        digest = h.hexdigest()
+        return self.root / digest[:2] / f"{digest}.npy"
+
+    def features(self, path: Path, noise: Optional[NoiseSpec] = None,
+                 talkers: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """Features of one file (raises AudioError when it cannot be read)."""
+        try:
+            target = self._key(path, noise)
+        except OSError as err:
+            raise AudioError(f"cannot read {str(path)!r}: {err.strerror or err}") from err
+        if target.exists():
+            return np.load(target)
+        samples = load(path, self.config.sample_rate)
+        if noise is not None:
+            # The seed covers the file name so that each clip gets its own noise, reproducibly.
+            seed = int.from_bytes(hashlib.sha1(f"{noise.key()}|{Path(path).name}".encode()).digest()[:8], "little")
+            rng = np.random.default_rng(seed)
+            samples = mix_at_snr(samples, make_noise(noise.kind, len(samples), rng, talkers), noise.snr_db)
+        feats = extract(samples, self.config)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, feats)
+        os.replace(tmp, target)
+        return feats
+
+
+def load_examples(clips: Sequence[Clip], labels: Sequence[str], cache: FeatureCache,
+                  noise: Optional[NoiseSpec] = None, talkers: Sequence[np.ndarray] = (),
+                  progress: bool = False) -> tuple[list[Example], list[tuple[Path, str]]]:
+    """Features of every clip whose label is in `labels`; returns (examples, skipped).
+
+    An unreadable or too-short file is skipped with a warning and listed in `skipped`
+    with the reason, never dropped silently.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    examples, skipped = [], []
+    iterator = clips
+    if progress:
+        from rich.progress import track
+
+        iterator = track(clips, description="features", transient=True)
+    for clip in iterator:
+        if clip.label not in index:
+            continue
+        try:
+            feats = cache.features(clip.path, noise, talkers)
+        except AudioError as err:
+            skipped.append((clip.path, str(err)))
+            warnings.warn(f"skipped: {err}", stacklevel=2)
+            continue
+        if len(feats) < MIN_FRAMES:
+            reason = f"{clip.path}: too short ({len(feats)} frames, need {MIN_FRAMES})"
+            skipped.append((clip.path, reason))
+            warnings.warn(f"skipped: {reason}", stacklevel=2)
+            continue
+        examples.append(Example(feats, index[clip.label], clip.group, clip.path))
+    return examples, skipped

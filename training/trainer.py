@@ -1,0 +1,178 @@
+"""Training loop: Adam, cross-entropy, early stopping on validation loss, best checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ser_edge.training.data import Example
+from ser_edge.training.model import BiLstmAttention, ModelConfig, window_normalise
+
+__all__ = ["TrainConfig", "TrainResult", "predict", "select_device", "train_model"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained (the seed's recipe by default)."""
+
+    max_epochs: int = 60
+    batch_size: int = 32
+    lr: float = 1e-3
+    patience: int = 3            # epochs without a better validation loss before stopping
+    balance: str = "undersample"  # "undersample" (the seed), "weights" or "none"
+    seed: int = 0
+    device: str = "auto"         # "auto", "cpu", "cuda"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: BiLstmAttention
+    history: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_loss, seconds
+    best_epoch: int = 0
+    device: str = "cpu"
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """"auto" is CUDA when torch reports it available, else CPU; "cuda" fails clearly without it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but torch reports no CUDA device; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _batches(examples: Sequence[Example], order: np.ndarray, batch_size: int, device: torch.device):
+    for start in range(0, len(order), batch_size):
+        items = [examples[i] for i in order[start : start + batch_size]]
+        lengths = torch.tensor([len(e.features) for e in items], dtype=torch.int64)
+        T, D = int(lengths.max()), items[0].features.shape[1]
+        x = np.zeros((len(items), T, D), np.float32)
+        for j, e in enumerate(items):
+            x[j, : len(e.features)] = e.features
+        y = torch.tensor([e.label for e in items], dtype=torch.int64)
+        yield torch.from_numpy(x).to(device), lengths.to(device), y.to(device)
+
+
+def standardisation(examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of the window-normalised features of `examples`."""
+    total, total_sq, n = None, None, 0
+    for e in examples:
+        x = torch.from_numpy(e.features.astype(np.float64))
+        x = window_normalise(x[:, None, :], torch.tensor([len(x)]))[:, 0]
+        total = x.sum(0) if total is None else total + x.sum(0)
+        total_sq = (x**2).sum(0) if total_sq is None else total_sq + (x**2).sum(0)
+        n += len(x)
+    mean = total / n
+    std = (total_sq / n - mean**2).clamp(min=0).sqrt()
+    return mean.float(), std.float()
+
+
+def _balanced_subset(examples: Sequence[Example], rng: np.random.Generator) -> np.ndarray:
+    by_class: dict[int, list[int]] = {}
+    for i, e in enumerate(examples):
+        by_class.setdefault(e.label, []).append(i)
+    smallest = min(len(v) for v in by_class.values())
+    keep = [i for v in by_class.values() for i in rng.choice(v, size=smallest, replace=False)]
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+def _evaluate_loss(model, examples, device, batch_size, loss_fn) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for x, lengths, y in _batches(examples, np.arange(len(examples)), batch_size, device):
+            logits, _ = model(x, lengths)
+            total += float(loss_fn(logits, y)) * len(y)
+            n += len(y)
+    return total / max(n, 1)
+
+
+def train_model(train: Sequence[Example], val: Sequence[Example], model_config: ModelConfig,
+                config: TrainConfig = TrainConfig(),
+                log: Optional[Callable[[str], None]] = print) -> TrainResult:
+    """Train on `train`, stop when the loss on `val` has not improved for `patience` epochs,
+    and return the model with the weights of its best validation epoch."""
+    if not train or not val:
+        raise ValueError("training needs non-empty training and validation sets")
+    seed_everything(config.seed)
+    device = select_device(config.device)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    rng = np.random.default_rng(config.seed)
+    model = BiLstmAttention(model_config)
+    model.set_standardisation(*standardisation(train))
+    model.to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+
+    counts = np.bincount([e.label for e in train], minlength=model_config.n_classes).astype(np.float64)
+    weights = None
+    if config.balance == "weights":
+        weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    elif config.balance not in ("undersample", "none"):
+        raise ValueError(f"balance must be 'undersample', 'weights' or 'none', got {config.balance!r}")
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    val_loss_fn = nn.CrossEntropyLoss()
+    pool = _balanced_subset(train, rng) if config.balance == "undersample" else np.arange(len(train))
+
+    result = TrainResult(model=model, device=str(device))
+    best_loss, best_state, waited = math.inf, None, 0
+    for epoch in range(1, config.max_epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        order = rng.permutation(pool)
+        total, n = 0.0, 0
+        for x, lengths, y in _batches(train, order, config.batch_size, device):
+            optimiser.zero_grad()
+            logits, _ = model(x, lengths)
+            loss = loss_fn(logits, y)
+            loss.backward()
+            optimiser.step()
+            total += float(loss) * len(y)
+            n += len(y)
+        val_loss = _evaluate_loss(model, val, device, config.batch_size, val_loss_fn)
+        seconds = time.perf_counter() - start
+        result.history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "seconds": seconds})
+        improved = val_loss < best_loss
+        if improved:
+            best_loss, best_state, waited, result.best_epoch = val_loss, copy.deepcopy(model.state_dict()), 0, epoch
+        else:
+            waited += 1
+        if log:
+            log(f"epoch {epoch:3d}  train loss {total / n:.4f}  val loss {val_loss:.4f}"
+                f"{'  *' if improved else ''}  {seconds:.1f} s on {device}")
+        if waited >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+def predict(model: BiLstmAttention, examples: Sequence[Example], batch_size: int = 64) -> np.ndarray:
+    """Class probabilities [n, classes] of each example."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for x, lengths, _ in _batches(examples, np.arange(len(examples)), batch_size, device):
+            logits, _ = model(x, lengths)
+            out.append(torch.softmax(logits, dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.n_classes), np.float32)

@@ -111,6 +111,163 @@ def features(
         raise typer.Exit(code=1)
 
 
+# ----------------------------------------------------------------------------- training
+
+evaluate_app = typer.Typer(help="Run the speaker-independent evaluation protocols (needs the train extra).",
+                           no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+def _require_training() -> None:
+    """Fail with the install command, not an ImportError, when the train extra is missing."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        typer.echo("error: training needs PyTorch; install the train extra: pip install 'ser-edge[train]'", err=True)
+        raise typer.Exit(code=2)
+
+
+def _train_config(epochs: int, patience: int, balance: str, device: str, seed: int):
+    from ser_edge.training.trainer import TrainConfig
+
+    return TrainConfig(max_epochs=epochs, patience=patience, balance=balance, device=device, seed=seed)
+
+
+def _read(spec: Path, four_class: bool):
+    from ser_edge.training.corpora import CorpusError, read_corpus, to_shared
+
+    try:
+        clips = read_corpus(spec)
+    except CorpusError as err:
+        raise typer.BadParameter(str(err)) from err
+    return to_shared(clips) if four_class else clips
+
+
+_EPOCHS = typer.Option(60, help="Most epochs; early stopping usually ends sooner.")
+_PATIENCE = typer.Option(3, help="Epochs without a better validation loss before stopping.")
+_BALANCE = typer.Option("undersample", help="Class balancing: undersample, weights or none.")
+_DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu or cuda.")
+_SEED = typer.Option(0, help="Random seed (splits, initialisation, batches).")
+
+
+@app.command()
+def train(
+    corpora: List[Path] = typer.Argument(..., help="Corpus folders (URDU or EmoDB layout) or CSV manifests (path,label,speaker[,language])."),
+    out: Path = typer.Option(Path("model.pt"), "--out", "-o", help="Checkpoint to write."),
+    four_class: bool = typer.Option(False, "--four-class", help="Keep only angry/happy/neutral/sad (implied by several corpora)."),
+    preset: str = typer.Option("seed", help="Feature preset: seed, logmel or mfcc."),
+    epochs: int = _EPOCHS, patience: int = _PATIENCE, balance: str = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
+) -> None:
+    """Train the Bi-LSTM-attention classifier on one or more corpora and save a checkpoint.
+
+    A speaker-grouped seventh of the clips is held out for early stopping.
+    """
+    _require_training()
+    import torch
+
+    from ser_edge.training.data import FeatureCache, load_examples
+    from ser_edge.training.model import ModelConfig
+    from ser_edge.training.protocols import fit
+
+    config = _feature_config(preset, None)
+    four = four_class or len(corpora) > 1
+    clips = [c for spec in corpora for c in _read(spec, four)]
+    labels = sorted({c.label for c in clips})
+    examples, skipped = load_examples(clips, labels, FeatureCache(config), progress=True)
+    Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers, labels {labels}; "
+                    f"{len(skipped)} skipped")
+    result = fit(examples, ModelConfig(config.dim, len(labels)),
+                 _train_config(epochs, patience, balance, device, seed), log=Console().print)
+    torch.save({"state_dict": result.model.state_dict(), "model_config": result.model.config.to_dict(),
+                "feature_config": config.to_json(), "labels": labels, "history": result.history,
+                "best_epoch": result.best_epoch, "corpora": [str(c) for c in corpora]}, out)
+    Console().print(f"saved {out} (best epoch {result.best_epoch})")
+
+
+def _write_outcome(out: Path, name: str, title: str, outcome, protocol: str) -> None:
+    from ser_edge.training.experiments import _save
+
+    summary = _save(out, name, title, outcome, protocol)
+    Console().print(f"{title}: UAR {summary['uar']:.3f}  WA {summary['wa']:.3f}  macro-F1 {summary['macro_f1']:.3f}"
+                    f"  -> {out / name}.json")
+
+
+@evaluate_app.command("within")
+def evaluate_within(
+    corpus: Path = typer.Argument(..., help="Corpus folder or CSV manifest."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Folder for JSON and PNG results."),
+    folds: int = typer.Option(10, help="Speaker-grouped folds."),
+    loso: bool = typer.Option(False, help="Leave one speaker out instead of k folds."),
+    four_class: bool = typer.Option(False, "--four-class", help="Keep only angry/happy/neutral/sad."),
+    epochs: int = _EPOCHS, patience: int = _PATIENCE, balance: str = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
+) -> None:
+    """Within-corpus, speaker-independent k-fold (or LOSO) evaluation."""
+    _require_training()
+    from ser_edge.training.data import FeatureCache, load_examples
+    from ser_edge.training.model import ModelConfig
+    from ser_edge.training.protocols import within_corpus
+
+    config = FeatureConfig()
+    clips = _read(corpus, four_class)
+    labels = sorted({c.label for c in clips})
+    examples, _ = load_examples(clips, labels, FeatureCache(config), progress=True)
+    outcome = within_corpus(examples, labels, ModelConfig(config.dim, len(labels)),
+                            _train_config(epochs, patience, balance, device, seed), k=folds, loso=loso,
+                            log=Console().print)
+    protocol = "leave-one-speaker-out" if loso else f"speaker-grouped {folds}-fold"
+    _write_outcome(out, f"within-{corpus.stem}", f"within {corpus.name}", outcome, f"{protocol}, utterance level")
+
+
+@evaluate_app.command("cross")
+def evaluate_cross(
+    source: Path = typer.Argument(..., help="Training corpus."),
+    target: Path = typer.Argument(..., help="Test corpus."),
+    out: Path = typer.Option(Path("results"), "--out", "-o"),
+    adapt: bool = typer.Option(True, help="Also run 10/20/30 % and 5/10/15-shot adaptation."),
+    epochs: int = _EPOCHS, patience: int = _PATIENCE, balance: str = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
+) -> None:
+    """Zero-shot cross-corpus on the shared 4 classes, and adaptation with target clips."""
+    _require_training()
+    from ser_edge.training.corpora import SHARED_LABELS
+    from ser_edge.training.data import FeatureCache, load_examples
+    from ser_edge.training.model import ModelConfig
+    from ser_edge.training.protocols import adaptation, zero_shot
+
+    config, labels = FeatureConfig(), list(SHARED_LABELS)
+    cache = FeatureCache(config)
+    src, _ = load_examples(_read(source, True), labels, cache, progress=True)
+    tgt, _ = load_examples(_read(target, True), labels, cache, progress=True)
+    train_config = _train_config(epochs, patience, balance, device, seed)
+    name = f"{source.stem}-to-{target.stem}"
+    _write_outcome(out, f"zeroshot-{name}", f"zero-shot {source.name} -> {target.name}",
+                   zero_shot(src, tgt, labels, ModelConfig(config.dim, 4), train_config, log=Console().print),
+                   "train on all source speakers, test on all target clips")
+    if adapt:
+        for setting, outcome in adaptation(src, tgt, labels, ModelConfig(config.dim, 4), train_config,
+                                           log=Console().print).items():
+            _write_outcome(out, f"adapt-{name}-{setting.replace('%', 'pct')}", f"{name}, {setting} target", outcome,
+                           f"source + {setting} of target (speakers disjoint from the target test half)")
+
+
+@evaluate_app.command("all")
+def evaluate_all(
+    urdu: Path = typer.Option(..., help="The URDU corpus folder."),
+    emodb: Path = typer.Option(..., help="The EmoDB (2-s copy) folder."),
+    out: Path = typer.Option(Path("results"), "--out", "-o"),
+    folds: int = typer.Option(10, help="Speaker-grouped folds for the within-corpus runs."),
+    epochs: int = _EPOCHS, patience: int = _PATIENCE, balance: str = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
+) -> None:
+    """Every protocol on URDU and EmoDB: within (with noise), zero-shot both ways, adaptation."""
+    _require_training()
+    from ser_edge.training.experiments import run_all
+    from ser_edge.training.results_page import write_markdown
+
+    results = run_all(urdu, emodb, out, folds=folds, train_config=_train_config(epochs, patience, balance, device, seed),
+                      log=Console().print)
+    write_markdown(results, out / "RESULTS.md")
+    Console().print(f"wrote {out / 'RESULTS.md'}")
+
+
 def main() -> None:
     """Entry point of the `ser-edge` script."""
     app()

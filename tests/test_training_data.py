@@ -154,3 +154,12 @@ def test_metrics_equal_scikit_learn(case):
         assert r["per_class"][label]["recall"] == pytest.approx(rc[i])
         assert r["per_class"][label]["f1"] == pytest.approx(f[i])
         assert r["per_class"][label]["support"] == s[i]
+
+
+def test_k_shot_with_too_few_clips_raises_unless_fewer_are_allowed():
+    groups = ["a", "a", "b", "b", "c", "c"]
+    labels = ["x", "y", "x", "y", "x", "y"]
+    test = np.array([4, 5])
+    with pytest.raises(ValueError, match="only 2 clips"):
+        k_shot_split(groups, labels, 3, test)
+    assert len(k_shot_split(groups, labels, 3, test, allow_fewer=True)) == 4

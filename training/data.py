@@ -21,7 +21,7 @@ from ser_edge.features import FeatureConfig, extract
 from ser_edge.training.corpora import Clip
 from ser_edge.training.noise import make_noise, mix_at_snr
 
-__all__ = ["Example", "FeatureCache", "NoiseSpec", "load_examples"]
+__all__ = ["Example", "FeatureCache", "NoiseSpec", "babble_talkers", "load_examples"]
 
 #: Clips shorter than this many frames (0.25 s at the default hop) are skipped.
 MIN_FRAMES = 25
@@ -61,19 +61,21 @@ class FeatureCache:
         self.root = Path(root) if root is not None else _default_root()
         self._config_key = hashlib.sha1(config.to_json().encode()).hexdigest()
 
-    def _key(self, path: Path, noise: Optional[NoiseSpec]) -> Path:
+    def _key(self, path: Path, noise: Optional[NoiseSpec], talkers: Sequence[Path]) -> Path:
         h = hashlib.sha1(self._config_key.encode())
         h.update(Path(path).read_bytes())
         if noise is not None:
             h.update(noise.key().encode())
+            h.update("|".join(sorted(Path(t).name for t in talkers)).encode())
         digest = h.hexdigest()
         return self.root / digest[:2] / f"{digest}.npy"
 
     def features(self, path: Path, noise: Optional[NoiseSpec] = None,
-                 talkers: Sequence[np.ndarray] = ()) -> np.ndarray:
-        """Features of one file (raises AudioError when it cannot be read)."""
+                 talkers: Sequence[Path] = ()) -> np.ndarray:
+        """Features of one file, with `noise` mixed in if given (raises AudioError when it
+        cannot be read). Babble is made of the `talkers` recordings."""
         try:
-            target = self._key(path, noise)
+            target = self._key(path, noise, talkers)
         except OSError as err:
             raise AudioError(f"cannot read {str(path)!r}: {err.strerror or err}") from err
         if target.exists():
@@ -83,7 +85,8 @@ class FeatureCache:
             # The seed covers the file name so that each clip gets its own noise, reproducibly.
             seed = int.from_bytes(hashlib.sha1(f"{noise.key()}|{Path(path).name}".encode()).digest()[:8], "little")
             rng = np.random.default_rng(seed)
-            samples = mix_at_snr(samples, make_noise(noise.kind, len(samples), rng, talkers), noise.snr_db)
+            voices = [load(t, self.config.sample_rate) for t in talkers] if noise.kind == "babble" else []
+            samples = mix_at_snr(samples, make_noise(noise.kind, len(samples), rng, voices), noise.snr_db)
         feats = extract(samples, self.config)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
@@ -92,13 +95,22 @@ class FeatureCache:
         return feats
 
 
+def babble_talkers(clip: Clip, pool: Sequence[Clip], count: int = 5) -> list[Path]:
+    """`count` recordings of speakers other than `clip`'s, chosen reproducibly per clip."""
+    others = [c.path for c in pool if c.group != clip.group]
+    seed = int.from_bytes(hashlib.sha1(clip.path.name.encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    return [others[i] for i in sorted(rng.choice(len(others), size=min(count, len(others)), replace=False))]
+
+
 def load_examples(clips: Sequence[Clip], labels: Sequence[str], cache: FeatureCache,
-                  noise: Optional[NoiseSpec] = None, talkers: Sequence[np.ndarray] = (),
-                  progress: bool = False) -> tuple[list[Example], list[tuple[Path, str]]]:
+                  noise: Optional[NoiseSpec] = None, progress: bool = False
+                  ) -> tuple[list[Example], list[tuple[Path, str]]]:
     """Features of every clip whose label is in `labels`; returns (examples, skipped).
 
-    An unreadable or too-short file is skipped with a warning and listed in `skipped`
-    with the reason, never dropped silently.
+    With `noise`, each clip is mixed with it first; babble is made of five clips of other
+    speakers of the same list. An unreadable or too-short file is skipped with a warning
+    and listed in `skipped` with the reason, never dropped silently.
     """
     index = {label: i for i, label in enumerate(labels)}
     examples, skipped = [], []
@@ -111,6 +123,7 @@ def load_examples(clips: Sequence[Clip], labels: Sequence[str], cache: FeatureCa
         if clip.label not in index:
             continue
         try:
+            talkers = babble_talkers(clip, clips) if noise is not None and noise.kind == "babble" else []
             feats = cache.features(clip.path, noise, talkers)
         except AudioError as err:
             skipped.append((clip.path, str(err)))

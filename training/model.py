@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["BiLstmAttention", "ModelConfig", "window_normalise"]
+__all__ = ["BiLstm", "BiLstmAttention", "ModelConfig", "reverse_index", "window_normalise"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,35 @@ def window_normalise(features: torch.Tensor, lengths: torch.Tensor) -> torch.Ten
     return (features - mean[None]) * mask[..., None]
 
 
+def reverse_index(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """[T, B] time indices that reverse each item's valid frames and leave its padding in place."""
+    t = torch.arange(T, device=lengths.device)[:, None]
+    return torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+
+
+class BiLstm(nn.Module):
+    """A bidirectional LSTM layer over padded, sequence-major batches.
+
+    The backward direction runs on each item reversed within its own length, so padding
+    never reaches a valid frame in either direction: a padded batch gives each item what
+    it would get alone. Two plain LSTMs do this several times faster on CPU than packed
+    sequences, and export to ONNX as ordinary LSTM nodes.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.forward_lstm = nn.LSTM(input_size, hidden_size)
+        self.backward_lstm = nn.LSTM(input_size, hidden_size)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        T = x.shape[0]
+        idx = reverse_index(lengths, T)[..., None]
+        forward, _ = self.forward_lstm(x)
+        backward, _ = self.backward_lstm(x.gather(0, idx.expand_as(x)))
+        backward = backward.gather(0, idx.expand_as(backward))
+        return torch.cat([forward, backward], dim=-1)
+
+
 class BiLstmAttention(nn.Module):
     """Inputs: features [batch, time, dim] and lengths [batch]; outputs logits [batch, classes]
     and attention weights [batch, time] (zero on padding)."""
@@ -51,9 +79,9 @@ class BiLstmAttention(nn.Module):
         c = config
         self.register_buffer("feature_mean", torch.zeros(c.input_dim))
         self.register_buffer("feature_std", torch.ones(c.input_dim))
-        self.lstm1 = nn.LSTM(c.input_dim, c.hidden1, bidirectional=True)
+        self.lstm1 = BiLstm(c.input_dim, c.hidden1)
         self.drop1 = nn.Dropout(c.dropout)
-        self.lstm2 = nn.LSTM(2 * c.hidden1, c.hidden2, bidirectional=True)
+        self.lstm2 = BiLstm(2 * c.hidden1, c.hidden2)
         self.drop2 = nn.Dropout(c.dropout)
         self.attention = nn.Linear(2 * c.hidden2, 1)
         self.dense = nn.Linear(2 * c.hidden2, c.dense)
@@ -64,20 +92,13 @@ class BiLstmAttention(nn.Module):
         self.feature_mean.copy_(mean)
         self.feature_std.copy_(std.clamp(min=1e-5))
 
-    def _lstm(self, lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # Packing keeps the backward direction from reading padding, so a padded batch
-        # gives each item what it would get alone.
-        packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
-        out, _ = lstm(packed)
-        return pad_packed_sequence(out, total_length=x.shape[0])[0]
-
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = features.transpose(0, 1)  # sequence-major [T, B, D]
         T = x.shape[0]
         x = window_normalise(x, lengths)
         x = (x - self.feature_mean) / self.feature_std
-        h = self.drop1(self._lstm(self.lstm1, x, lengths))
-        h = self.drop2(self._lstm(self.lstm2, h, lengths))
+        h = self.drop1(self.lstm1(x, lengths))
+        h = self.drop2(self.lstm2(h, lengths))
         valid = torch.arange(T, device=x.device)[:, None] < lengths[None, :]  # [T, B]
         scores = torch.tanh(self.attention(h)).squeeze(-1)  # e_t = tanh(W h_t + b)
         scores = scores.masked_fill(~valid, float("-inf"))

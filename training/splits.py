@@ -99,8 +99,12 @@ def adaptation_split(groups: Sequence[str], fraction: float, seed: int = 0,
 
 
 def k_shot_split(groups: Sequence[str], labels: Sequence[str], k: int, test: np.ndarray,
-                 seed: int = 0) -> np.ndarray:
-    """k clips per class, from speakers absent from the `test` indices (seeded)."""
+                 seed: int = 0, allow_fewer: bool = False) -> np.ndarray:
+    """k clips per class, from speakers absent from the `test` indices (seeded).
+
+    A class with fewer than k such clips raises ValueError, or with `allow_fewer` gives
+    all it has.
+    """
     test_groups = {groups[i] for i in test}
     by_label: dict[str, list[int]] = defaultdict(list)
     for i, (g, y) in enumerate(zip(groups, labels)):
@@ -110,8 +114,8 @@ def k_shot_split(groups: Sequence[str], labels: Sequence[str], k: int, test: np.
     chosen = []
     for y in sorted(set(labels)):
         candidates = by_label.get(y, [])
-        if len(candidates) < k:
+        if len(candidates) < k and not allow_fewer:
             raise ValueError(f"class {y!r} has only {len(candidates)} clips outside the test speakers; "
                              f"cannot take {k}")
-        chosen.extend(rng.choice(candidates, size=k, replace=False).tolist())
+        chosen.extend(rng.choice(candidates, size=min(k, len(candidates)), replace=False).tolist())
     return np.array(sorted(chosen), dtype=np.int64)

@@ -60,9 +60,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _batches(examples: Sequence[Example], order: np.ndarray, batch_size: int, device: torch.device):
-    for start in range(0, len(order), batch_size):
-        items = [examples[i] for i in order[start : start + batch_size]]
+def _bucketed(examples: Sequence[Example], order: np.ndarray, batch_size: int,
+              rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of similar length (less padding to compute), in random order."""
+    span = 4 * batch_size
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: len(examples[i].features))
+        batches += [np.array(chunk[j : j + batch_size]) for j in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _batches(examples: Sequence[Example], order: np.ndarray, batch_size: int, device: torch.device,
+             batches: Optional[list[np.ndarray]] = None):
+    if batches is None:
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    for batch in batches:
+        items = [examples[i] for i in batch]
         lengths = torch.tensor([len(e.features) for e in items], dtype=torch.int64)
         T, D = int(lengths.max()), items[0].features.shape[1]
         x = np.zeros((len(items), T, D), np.float32)
@@ -140,13 +154,14 @@ def train_model(train: Sequence[Example], val: Sequence[Example], model_config: 
         model.train()
         order = rng.permutation(pool)
         total, n = 0.0, 0
-        for x, lengths, y in _batches(train, order, config.batch_size, device):
+        for x, lengths, y in _batches(train, order, config.batch_size, device,
+                                      _bucketed(train, order, config.batch_size, rng)):
             optimiser.zero_grad()
             logits, _ = model(x, lengths)
             loss = loss_fn(logits, y)
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(y)
+            total += float(loss.detach()) * len(y)
             n += len(y)
         val_loss = _evaluate_loss(model, val, device, config.batch_size, val_loss_fn)
         seconds = time.perf_counter() - start

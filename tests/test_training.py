@@ -1,0 +1,126 @@
+"""The training package: features shared with the runtime, the model, the trainer, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
+
+from conftest import DATA_DIR, corpus_clips  # noqa: E402
+from ser_edge.audio import load  # noqa: E402
+from ser_edge.features import FeatureConfig, extract  # noqa: E402
+from ser_edge.training.corpora import SHARED_LABELS, read_emodb, to_shared  # noqa: E402
+from ser_edge.training.data import MIN_FRAMES, FeatureCache, NoiseSpec, load_examples  # noqa: E402
+from ser_edge.training.metrics import report  # noqa: E402
+from ser_edge.training.model import BiLstmAttention, ModelConfig  # noqa: E402
+from ser_edge.training.protocols import fit  # noqa: E402
+from ser_edge.training.splits import grouped_kfold  # noqa: E402
+from ser_edge.training.trainer import TrainConfig, predict, select_device  # noqa: E402
+
+
+def _write_tone(path, seconds=1.0, rate=22050):
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 220 * t), rate)
+    return path
+
+
+def test_training_features_are_the_runtime_features_bit_for_bit(tmp_path):
+    wav = _write_tone(tmp_path / "a.wav")
+    cache = FeatureCache(FeatureConfig(), root=tmp_path / "cache")
+    first = cache.features(wav)
+    np.testing.assert_array_equal(first, extract(load(wav), FeatureConfig()))
+    np.testing.assert_array_equal(cache.features(wav), first)  # served from the cache
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1
+    _write_tone(wav, seconds=1.5)  # new content, new key
+    assert len(cache.features(wav)) != len(first)
+    noisy = cache.features(wav, NoiseSpec("white", 10.0))
+    assert noisy.shape == cache.features(wav).shape and not np.array_equal(noisy, cache.features(wav))
+
+
+def test_unreadable_and_too_short_files_are_skipped_with_a_warning_and_counted(tmp_path):
+    from ser_edge.training.corpora import Clip
+
+    good = _write_tone(tmp_path / "good.wav")
+    short = _write_tone(tmp_path / "short.wav", seconds=0.1)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF nonsense")
+    clips = [Clip(p, "angry", "s1", "t") for p in (good, short, bad)]
+    with pytest.warns(UserWarning, match="skipped"):
+        examples, skipped = load_examples(clips, ["angry"], FeatureCache(FeatureConfig(), root=tmp_path / "c"))
+    assert [e.path for e in examples] == [good]
+    assert {p for p, _ in skipped} == {short, bad}
+    assert any(f"need {MIN_FRAMES}" in reason for _, reason in skipped)
+
+
+def test_a_padded_batch_scores_each_item_as_if_alone():
+    torch.manual_seed(0)
+    model = BiLstmAttention(ModelConfig(input_dim=12, n_classes=3, hidden1=16, hidden2=8, dense=8)).eval()
+    x = torch.randn(3, 50, 12)
+    lengths = torch.tensor([50, 31, 7])
+    with torch.no_grad():
+        logits, attention = model(x, lengths)
+    for b in range(3):
+        with torch.no_grad():
+            one, att = model(x[b : b + 1, : lengths[b]], lengths[b : b + 1])
+        torch.testing.assert_close(one[0], logits[b], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(att[0], attention[b, : lengths[b]], atol=1e-6, rtol=1e-6)
+        assert float(attention[b, lengths[b] :].abs().sum()) == 0.0
+        assert float(attention[b].sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_constant_log_shift_per_window_changes_nothing():
+    # A gain is a constant shift of log features; the per-window mean removal cancels it.
+    torch.manual_seed(1)
+    model = BiLstmAttention(ModelConfig(input_dim=10, n_classes=4, hidden1=8, hidden2=8, dense=8)).eval()
+    x = torch.randn(2, 40, 10)
+    lengths = torch.tensor([40, 25])
+    with torch.no_grad():
+        base, _ = model(x, lengths)
+        shifted, _ = model(x + 13.0, lengths)
+    torch.testing.assert_close(shifted, base, atol=1e-4, rtol=1e-4)
+
+
+def test_device_auto_picks_cuda_when_torch_reports_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto").type == "cpu"
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        select_device("cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        select_device("tpu")
+
+
+@pytest.mark.skipif(not corpus_clips("emodb-2s"), reason=f"EmoDB (2-s copy) not found in {DATA_DIR}")
+def test_a_small_model_beats_chance_on_held_out_speakers(tmp_path):
+    torch.set_num_threads(2)
+    config = FeatureConfig.preset("logmel")
+    clips = to_shared(read_emodb(DATA_DIR / "emodb-2s"))
+    labels = list(SHARED_LABELS)
+    examples, skipped = load_examples(clips, labels, FeatureCache(config, root=tmp_path / "cache"))
+    assert not skipped
+    groups = [e.group for e in examples]
+    train_idx, test_idx = grouped_kfold(groups, k=5, seed=0)[0]
+    small = ModelConfig(config.dim, 4, hidden1=32, hidden2=16, dense=16)
+    result = fit([examples[i] for i in train_idx], small, TrainConfig(max_epochs=12, patience=3, seed=0), log=None)
+    test = [examples[i] for i in test_idx]
+    assert not {e.group for e in test} & {examples[i].group for i in train_idx}
+    uar = report([e.label for e in test], predict(result.model, test).argmax(1), labels)["uar"]
+    assert uar > 0.40, f"UAR {uar:.3f} on held-out speakers (chance 0.25)"
+
+
+def test_train_command_without_torch_says_which_extra_to_install():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from typer.testing import CliRunner\n"
+        "from ser_edge.cli import app\n"
+        "r = CliRunner().invoke(app, ['train', 'x'])\n"
+        "assert r.exit_code == 2, r.output\n"
+        "assert \"pip install 'ser-edge[train]'\" in r.output, r.output\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

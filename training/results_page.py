@@ -1,0 +1,83 @@
+"""The Markdown results page: measured figures beside the papers' (from ../shared/PAPERS.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["write_markdown"]
+
+# Published figures quoted in PAPERS.md. Their protocols differ from ours (stated per row).
+PAPERS_WITHIN = {
+    "urdu": "Dar et al. 97 % (frame-level 10-fold, leaks speakers); MDAT baseline 91.13, MDAT 94.33 UA (XLS-R + RoBERTa)",
+    "emodb": "MDAT baseline 81.00, MDAT 84.50 UA (full EmoDB, not the 2-s copy)",
+}
+PAPERS_ZEROSHOT = {
+    "urdu-to-emodb": "CNN-LSTM 51.82, best foundation model 56.85 (Shoukat); MDAT baseline 65.35, MDAT 75.31",
+    "emodb-to-urdu": "CNN-LSTM 54.15, best foundation model 59.52 (Shoukat); MDAT baseline 72.46, MDAT 73.23",
+}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    meta = results["meta"]
+    lines = [
+        "# Results",
+        "",
+        "All figures are speaker-independent and utterance-level: no speaker is in both the training",
+        "(or early-stopping validation) and the test data of any run, and each clip counts once.",
+        "UAR = mean per-class recall (the headline), WA = accuracy, in %. EmoDB here is the 2-s copy",
+        "in ../shared/data, not comparable with published EmoDB figures.",
+        "",
+        f"Model: the seed's Bi-LSTM 256/128 + attention on the {meta['feature_config']['blocks']} features "
+        f"({meta['model']['input_dim']} per frame); training: {meta['train_config']}; device {meta['device']}, "
+        f"torch {meta['torch']}; the whole run took {meta.get('minutes', 0):.0f} min.",
+        "",
+        "## Within-corpus",
+        "",
+        f"| corpus | classes | protocol | UAR | WA | macro-F1 | fold UAR mean ± sd | papers (their protocol) |",
+        "|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for key, name in (("urdu", "URDU"), ("emodb", "EmoDB (2-s copy)")):
+        r = results.get(f"within-{key}")
+        if r:
+            spread = f"{_pct(r['fold_uar_mean'])} ± {_pct(r['fold_uar_std'])}" if "fold_uar_mean" in r else "-"
+            lines.append(f"| {name} | {len(r['labels'])} | {r['protocol']} | {_pct(r['uar'])} | {_pct(r['wa'])} | "
+                         f"{_pct(r['macro_f1'])} | {spread} | {PAPERS_WITHIN[key]} |")
+    lines += ["", "Chance: 25.0 (4 classes), 14.3 (7 classes).", "", "## Zero-shot cross-corpus (4 classes)", "",
+              "| direction | UAR | WA | macro-F1 | papers (UAR) |", "|---|---:|---:|---:|---|"]
+    for key, name in (("urdu-to-emodb", "URDU → EmoDB 2-s"), ("emodb-to-urdu", "EmoDB 2-s → URDU")):
+        r = results.get(f"zeroshot-{key}")
+        if r:
+            lines.append(f"| {name} | {_pct(r['uar'])} | {_pct(r['wa'])} | {_pct(r['macro_f1'])} | {PAPERS_ZEROSHOT[key]} |")
+    settings = ["0pct", "10pct", "20pct", "30pct", "5-shot", "10-shot", "15-shot"]
+    lines += ["", "## Adaptation with target clips (4 classes, UAR)", "",
+              "Target clips come from speakers disjoint from the target's test half; every setting of a",
+              "direction is tested on the same held-out target speakers.", "",
+              "| direction | " + " | ".join(s.replace("pct", " %") for s in settings) + " |",
+              "|---|" + "---:|" * len(settings)]
+    for key, name in (("urdu-to-emodb", "URDU → EmoDB 2-s"), ("emodb-to-urdu", "EmoDB 2-s → URDU")):
+        cells = [results.get(f"adapt-{key}-{s}") for s in settings]
+        if any(cells):
+            lines.append(f"| {name} | " + " | ".join(_pct(c["uar"]) if c else "-" for c in cells) + " |")
+    lines += ["", "Papers: Dar et al. Kashmiri → Urdu 25 → 80 / 87 / 89 % with 10 / 20 / 30 % added (frame-level);",
+              "MDAT K-shot (K = 5..15) IEMOCAP → EMODB 42.48 → 91.48 UA.", "",
+              "## Noise (within-corpus models, test clips mixed with noise; UAR)", ""]
+    conditions = None
+    for key in ("urdu", "emodb"):
+        r = results.get(f"within-{key}")
+        if r and r["noise"]:
+            conditions = list(r["noise"])
+            break
+    if conditions:
+        lines += ["| corpus | clean | " + " | ".join(conditions) + " |", "|---|---:|" + "---:|" * len(conditions)]
+        for key, name in (("urdu", "URDU"), ("emodb", "EmoDB (2-s copy)")):
+            r = results.get(f"within-{key}")
+            if r:
+                lines.append(f"| {name} | {_pct(r['uar'])} | " +
+                             " | ".join(_pct(r["noise"][c]["uar"]) for c in conditions) + " |")
+    lines += ["", "Per-class reports and confusion matrices: the JSON files and `*-confusion.png` beside this page;",
+              "learning curves: `*-learning.png`.", ""]
+    path.write_text("\n".join(lines))

@@ -177,7 +177,7 @@ def train(
     Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers, labels {labels}; "
                     f"{len(skipped)} skipped")
     result = fit(examples, ModelConfig(config.dim, len(labels)),
-                 _train_config(epochs, patience, balance, device, seed), log=Console().print)
+                 _train_config(epochs, patience, balance, device, seed), log=Console().print, progress=True)
     torch.save({"state_dict": result.model.state_dict(), "model_config": result.model.config.to_dict(),
                 "feature_config": config.to_json(), "labels": labels, "history": result.history,
                 "best_epoch": result.best_epoch, "corpora": [str(c) for c in corpora]}, out)
@@ -185,9 +185,9 @@ def train(
 
 
 def _write_outcome(out: Path, name: str, title: str, outcome, protocol: str) -> None:
-    from ser_edge.training.experiments import _save
+    from ser_edge.training.experiments import save_outcome
 
-    summary = _save(out, name, title, outcome, protocol)
+    summary = save_outcome(out, name, title, outcome, protocol)
     Console().print(f"{title}: UAR {summary['uar']:.3f}  WA {summary['wa']:.3f}  macro-F1 {summary['macro_f1']:.3f}"
                     f"  -> {out / name}.json")
 

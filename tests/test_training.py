@@ -124,3 +124,55 @@ def test_train_command_without_torch_says_which_extra_to_install():
         "assert \"pip install 'ser-edge[train]'\" in r.output, r.output\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _tiny_manifest(tmp_path):
+    """Two classes (low and high tones) spoken by four 'speakers', as a CSV manifest."""
+    rows = ["path,label,speaker"]
+    rng = np.random.default_rng(0)
+    for speaker in range(4):
+        for label, freq in (("calm", 150.0), ("angry", 900.0)):
+            for take in range(3):
+                t = np.arange(8000) / 16000
+                x = 0.3 * np.sin(2 * np.pi * (freq + 20 * speaker) * t) + 0.01 * rng.standard_normal(len(t))
+                name = f"s{speaker}_{label}_{take}.wav"
+                sf.write(tmp_path / name, x.astype(np.float32), 16000)
+                rows.append(f"{name},{label},s{speaker}")
+    manifest = tmp_path / "tiny.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def test_train_and_evaluate_commands_run_end_to_end(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ser_edge.cli import app
+
+    monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
+    manifest = _tiny_manifest(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(manifest), "--epochs", "2", "-o", str(tmp_path / "m.pt")])
+    assert result.exit_code == 0, result.output
+    checkpoint = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert checkpoint["labels"] == ["angry", "calm"]
+    assert FeatureConfig.from_json(checkpoint["feature_config"]) == FeatureConfig()
+    model = BiLstmAttention(ModelConfig(**checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["state_dict"])
+
+    result = runner.invoke(app, ["evaluate", "within", str(manifest), "--folds", "2", "--epochs", "1",
+                                 "-o", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    summary = __import__("json").loads((tmp_path / "results" / "within-tiny.json").read_text())
+    assert summary["n"] == 24 and summary["folds"] == 2 and len(summary["confusion"]) == 2
+    assert (tmp_path / "results" / "within-tiny-confusion.png").exists()
+
+
+def test_train_command_reports_a_bad_corpus_clearly(tmp_path):
+    from typer.testing import CliRunner
+
+    from ser_edge.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "missing")])
+    assert result.exit_code == 2
+    text = " ".join(result.output.replace("│", " ").split())  # undo the error box's wrapping
+    assert "does not exist" in text and "Traceback" not in text

@@ -21,7 +21,7 @@ from ser_edge.training.protocols import Outcome, adaptation, within_corpus, zero
 from ser_edge.training.report import plot_confusion, plot_learning_curves, write_json
 from ser_edge.training.trainer import TrainConfig, select_device
 
-__all__ = ["NOISE_CONDITIONS", "run_all"]
+__all__ = ["NOISE_CONDITIONS", "run_all", "save_outcome"]
 
 #: 10 dB for every kind, and an SNR sweep for white and babble noise.
 NOISE_CONDITIONS = [NoiseSpec(k, 10.0) for k in ("white", "pink", "babble")] + [
@@ -29,7 +29,8 @@ NOISE_CONDITIONS = [NoiseSpec(k, 10.0) for k in ("white", "pink", "babble")] + [
 ]
 
 
-def _save(out: Path, name: str, title: str, outcome: Outcome, protocol: str) -> dict:
+def save_outcome(out: Path, name: str, title: str, outcome: Outcome, protocol: str) -> dict:
+    """Write `name`.json, its confusion matrix and learning curves (PNG); return the summary."""
     summary = outcome.summary()
     summary["protocol"] = protocol
     write_json(out / f"{name}.json", summary)
@@ -49,8 +50,11 @@ def run_all(urdu: Path, emodb: Path, out: Path, folds: int = 10, train_config: T
     emodb_labels = list(EMODB_LETTERS.values())
     shared = list(SHARED_LABELS)
 
+    skipped_files: set = set()
+
     def examples(clips, labels, noise=None):
         ex, skipped = load_examples(clips, labels, cache, noise)
+        skipped_files.update(str(path) for path, _ in skipped)
         if skipped and log:
             log(f"skipped {len(skipped)} clip(s): {skipped[:3]}")
         return ex
@@ -73,7 +77,7 @@ def run_all(urdu: Path, emodb: Path, out: Path, folds: int = 10, train_config: T
         clean = examples(clips, labels)
         noisy = {n.key(): examples(clips, labels, n) for n in NOISE_CONDITIONS}
         outcome = within_corpus(clean, labels, model(len(labels)), train_config, k=folds, noisy=noisy, log=log)
-        results[f"within-{key}"] = _save(out, f"within-{key}", f"within {title}", outcome,
+        results[f"within-{key}"] = save_outcome(out, f"within-{key}", f"within {title}", outcome,
                                          f"speaker-grouped {folds}-fold, utterance level")
 
     urdu4, emodb4 = examples(urdu_clips, shared), examples(to_shared(emodb_clips), shared)
@@ -82,14 +86,15 @@ def run_all(urdu: Path, emodb: Path, out: Path, folds: int = 10, train_config: T
         if log:
             log(f"== zero-shot {title}")
         outcome = zero_shot(source, target, shared, model(4), train_config, log=log)
-        results[f"zeroshot-{name}"] = _save(out, f"zeroshot-{name}", f"zero-shot {title}", outcome,
+        results[f"zeroshot-{name}"] = save_outcome(out, f"zeroshot-{name}", f"zero-shot {title}", outcome,
                                             "train on all source speakers, test on all target clips")
         if log:
             log(f"== adaptation {title}")
         for setting, outcome in adaptation(source, target, shared, model(4), train_config, log=log).items():
             tag = f"adapt-{name}-{setting.replace('%', 'pct')}"
-            results[tag] = _save(out, tag, f"{title}, {setting} target", outcome,
+            results[tag] = save_outcome(out, tag, f"{title}, {setting} target", outcome,
                                  f"source + {setting} of target (speakers disjoint from the target test half)")
     results["meta"]["minutes"] = (time.time() - start) / 60
+    results["meta"]["skipped_files"] = sorted(skipped_files)
     write_json(out / "summary.json", results)
     return results

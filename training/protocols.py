@@ -60,12 +60,12 @@ class Outcome:
 
 
 def fit(examples: Sequence[Example], model_config: ModelConfig, train_config: TrainConfig,
-        log: Log = None, val_folds: int = 7) -> TrainResult:
+        log: Log = None, val_folds: int = 7, progress: bool = False) -> TrainResult:
     """Train on `examples`, early-stopping on a speaker-grouped 1/val_folds of them."""
     groups = [e.group for e in examples]
     train_idx, val_idx = grouped_kfold(groups, k=val_folds, seed=train_config.seed)[0]
     return train_model([examples[i] for i in train_idx], [examples[i] for i in val_idx],
-                       model_config, train_config, log)
+                       model_config, train_config, log, progress=progress)
 
 
 def _predict(result: TrainResult, examples: Sequence[Example]) -> np.ndarray:

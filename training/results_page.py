@@ -33,7 +33,8 @@ def write_markdown(results: dict, path: Path) -> None:
         "",
         f"Model: the seed's Bi-LSTM 256/128 + attention on the {meta['feature_config']['blocks']} features "
         f"({meta['model']['input_dim']} per frame); training: {meta['train_config']}; device {meta['device']}, "
-        f"torch {meta['torch']}; the whole run took {meta.get('minutes', 0):.0f} min.",
+        f"torch {meta['torch']}; the whole run took {meta.get('minutes', 0):.0f} min. "
+        f"Files skipped as unreadable or too short: {len(meta.get('skipped_files', []))}.",
         "",
         "## Within-corpus",
         "",
@@ -72,7 +73,8 @@ def write_markdown(results: dict, path: Path) -> None:
             conditions = list(r["noise"])
             break
     if conditions:
-        lines += ["| corpus | clean | " + " | ".join(conditions) + " |", "|---|---:|" + "---:|" * len(conditions)]
+        names = [c.split("#")[0].replace("@", " ").replace("dB", " dB") for c in conditions]  # "white 10 dB"
+        lines += ["| corpus | clean | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(conditions)]
         for key, name in (("urdu", "URDU"), ("emodb", "EmoDB (2-s copy)")):
             r = results.get(f"within-{key}")
             if r:

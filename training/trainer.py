@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -120,11 +121,22 @@ def _evaluate_loss(model, examples, device, batch_size, loss_fn) -> float:
     return total / max(n, 1)
 
 
+def _progress(enabled: bool):
+    """A transient progress bar over an epoch's batches, or a stand-in that shows nothing."""
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True)
+
+
 def train_model(train: Sequence[Example], val: Sequence[Example], model_config: ModelConfig,
                 config: TrainConfig = TrainConfig(),
-                log: Optional[Callable[[str], None]] = print) -> TrainResult:
+                log: Optional[Callable[[str], None]] = print, progress: bool = False) -> TrainResult:
     """Train on `train`, stop when the loss on `val` has not improved for `patience` epochs,
-    and return the model with the weights of its best validation epoch."""
+    and return the model with the weights of its best validation epoch. `progress` shows a
+    bar over each epoch's batches; `log` gets one line per epoch."""
     if not train or not val:
         raise ValueError("training needs non-empty training and validation sets")
     seed_everything(config.seed)
@@ -153,16 +165,20 @@ def train_model(train: Sequence[Example], val: Sequence[Example], model_config: 
         start = time.perf_counter()
         model.train()
         order = rng.permutation(pool)
+        batches = _bucketed(train, order, config.batch_size, rng)
         total, n = 0.0, 0
-        for x, lengths, y in _batches(train, order, config.batch_size, device,
-                                      _bucketed(train, order, config.batch_size, rng)):
-            optimiser.zero_grad()
-            logits, _ = model(x, lengths)
-            loss = loss_fn(logits, y)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(y)
-            n += len(y)
+        with _progress(progress) as bar:
+            task = bar.add_task(f"epoch {epoch}", total=len(batches)) if bar else None
+            for x, lengths, y in _batches(train, order, config.batch_size, device, batches):
+                optimiser.zero_grad()
+                logits, _ = model(x, lengths)
+                loss = loss_fn(logits, y)
+                loss.backward()
+                optimiser.step()
+                total += float(loss.detach()) * len(y)
+                n += len(y)
+                if bar:
+                    bar.advance(task)
         val_loss = _evaluate_loss(model, val, device, config.batch_size, val_loss_fn)
         seconds = time.perf_counter() - start
         result.history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "seconds": seconds})

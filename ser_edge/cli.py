@@ -184,6 +184,33 @@ def train(
     Console().print(f"saved {out} (best epoch {result.best_epoch})")
 
 
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `ser-edge train`."),
+    out: Path = typer.Option(Path("model.onnx"), "--out", "-o", help="The fp32 ONNX model to write."),
+    int8: bool = typer.Option(True, help="Also write the int8 model beside it (NAME.int8.onnx)."),
+    window_s: float = typer.Option(2.0, help="Analysis window the runtime should use, in seconds."),
+    hop_s: float = typer.Option(0.5, help="Hop between analysis windows, in seconds."),
+) -> None:
+    """Export a trained checkpoint to ONNX (fp32 and int8) with ser-edge metadata."""
+    _require_training()
+    from ser_edge.training.export import export_onnx, load_checkpoint, quantise_int8
+
+    if not checkpoint.is_file():
+        raise typer.BadParameter(f"{checkpoint} does not exist", param_hint="CHECKPOINT")
+    try:
+        model, meta = load_checkpoint(checkpoint)
+    except Exception as err:  # torch raises many kinds for a file that is not a checkpoint
+        raise typer.BadParameter(f"{checkpoint} is not a ser-edge checkpoint ({err})", param_hint="CHECKPOINT") from err
+    training = {"corpora": meta.get("corpora", []), "best_epoch": meta.get("best_epoch")}
+    fp32 = export_onnx(model, FeatureConfig.from_json(meta["feature_config"]), meta["labels"], out,
+                       window_s=window_s, hop_s=hop_s, training=training)
+    Console().print(f"wrote {fp32} ({fp32.stat().st_size / 1e6:.2f} MB)")
+    if int8:
+        q = quantise_int8(fp32, fp32.with_suffix(".int8.onnx"))
+        Console().print(f"wrote {q} ({q.stat().st_size / 1e6:.2f} MB)")
+
+
 def _write_outcome(out: Path, name: str, title: str, outcome, protocol: str) -> None:
     from ser_edge.training.experiments import save_outcome
 

@@ -159,6 +159,10 @@ def test_train_and_evaluate_commands_run_end_to_end(tmp_path, monkeypatch):
     model = BiLstmAttention(ModelConfig(**checkpoint["model_config"]))
     model.load_state_dict(checkpoint["state_dict"])
 
+    result = runner.invoke(app, ["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.onnx").exists() and (tmp_path / "m.int8.onnx").exists()
+
     result = runner.invoke(app, ["evaluate", "within", str(manifest), "--folds", "2", "--epochs", "1",
                                  "-o", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output

@@ -1,0 +1,115 @@
+"""Export a trained checkpoint to ONNX (fp32) and quantise it to int8.
+
+The graph follows the model contract: inputs `features` float32 [batch, time, dim] and
+`lengths` int64 [batch] (batch and time dynamic); outputs `logits` [batch, classes] and
+`attention` [batch, time]. Per-window normalisation and the dataset standardisation are
+inside it. metadata_props carry everything the runtime needs to compute the same
+features and to describe the model.
+
+int8 uses onnxruntime's dynamic quantisation (DynamicQuantizeLSTM + MatMulInteger); the
+LSTMs are exported sequence-major (layout 0), the only layout the quantiser keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ser_edge.features import FeatureConfig
+from ser_edge.training.model import BiLstmAttention, ModelConfig
+
+__all__ = ["MODEL_FORMAT", "export_onnx", "load_checkpoint", "quantise_int8"]
+
+#: Version of the exported-model contract, stored in every model's metadata.
+MODEL_FORMAT = "ser-edge-onnx-1"
+OPSET = 17
+
+
+def load_checkpoint(path: str | Path) -> tuple[BiLstmAttention, dict]:
+    """The model (in eval mode) and the checkpoint dictionary written by `ser-edge train`."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model = BiLstmAttention(ModelConfig(**checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), checkpoint
+
+
+def _metadata(model: BiLstmAttention, feature_config: FeatureConfig, labels: list[str], window_s: float,
+              hop_s: float, training: dict) -> dict[str, str]:
+    return {
+        "ser_edge.format": MODEL_FORMAT,
+        "ser_edge.labels": json.dumps(labels),
+        "ser_edge.feature_config": feature_config.to_json(),
+        "ser_edge.feature_dim": str(feature_config.dim),
+        "ser_edge.window_s": repr(float(window_s)),
+        "ser_edge.hop_s": repr(float(hop_s)),
+        "ser_edge.model_config": json.dumps(model.config.to_dict()),
+        "ser_edge.training": json.dumps(training, default=str),
+        "ser_edge.precision": "fp32",
+    }
+
+
+def _set_metadata(path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+def export_onnx(model: BiLstmAttention, feature_config: FeatureConfig, labels: list[str], out: str | Path,
+                window_s: float = 2.0, hop_s: float = 0.5, training: Optional[dict] = None) -> Path:
+    """Write the fp32 ONNX graph of `model` with ser-edge metadata; returns its path."""
+    if model.config.input_dim != feature_config.dim:
+        raise ValueError(f"the model takes {model.config.input_dim} values per frame but the FeatureConfig "
+                         f"gives {feature_config.dim}")
+    if len(labels) != model.config.n_classes:
+        raise ValueError(f"{len(labels)} labels for a model with {model.config.n_classes} classes")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    # Example inputs with batch != time, so that no dimension is traced as another's.
+    features = torch.randn(2, 37, feature_config.dim)
+    lengths = torch.tensor([37, 21], dtype=torch.int64)
+    with warnings.catch_warnings():
+        # The TorchScript exporter warns about its own deprecation and about LSTM batch
+        # sizes; the graph is checked against torch on several batch sizes by the tests.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (features, lengths), str(out),
+            input_names=["features", "lengths"], output_names=["logits", "attention"],
+            dynamic_axes={"features": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
+                          "logits": {0: "batch"}, "attention": {0: "batch", 1: "time"}},
+            opset_version=OPSET, dynamo=False,
+        )
+    _set_metadata(out, _metadata(model, feature_config, labels, window_s, hop_s, training or {}))
+    return out
+
+
+def quantise_int8(fp32: str | Path, out: str | Path) -> Path:
+    """Dynamic int8 quantisation of an exported model; the metadata is carried over."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32, out = Path(fp32), Path(out)
+    metadata = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
+    # The quantiser logs a suggestion to pre-process the graph, which does not apply here.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["LSTM", "MatMul", "Gemm"])
+    finally:
+        root.setLevel(level)
+    metadata["ser_edge.precision"] = "int8"
+    _set_metadata(out, metadata)
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -127,10 +128,25 @@ def _require_training() -> None:
         raise typer.Exit(code=2)
 
 
-def _train_config(epochs: int, patience: int, balance: str, device: str, seed: int):
-    from ser_edge.training.trainer import TrainConfig
+@contextlib.contextmanager
+def _user_errors():
+    """Bad input (a corpus, an option, a model file) ends the command with its message, not a traceback."""
+    from ser_edge.training.corpora import CorpusError
 
-    return TrainConfig(max_epochs=epochs, patience=patience, balance=balance, device=device, seed=seed)
+    try:
+        yield
+    except (ValueError, RuntimeError, CorpusError, AudioError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+
+
+def _train_config(epochs: int, patience: int, balance: str, device: str, seed: int):
+    """Checked up front, before any feature is computed."""
+    from ser_edge.training.trainer import TrainConfig, select_device
+
+    config = TrainConfig(max_epochs=epochs, patience=patience, balance=balance, device=device, seed=seed)
+    select_device(device)  # fails now if CUDA is asked for and missing
+    return config
 
 
 def _read(spec: Path, four_class: bool):
@@ -170,14 +186,16 @@ def train(
     from ser_edge.training.protocols import fit
 
     config = _feature_config(preset, None)
-    four = four_class or len(corpora) > 1
-    clips = [c for spec in corpora for c in _read(spec, four)]
-    labels = sorted({c.label for c in clips})
-    examples, skipped = load_examples(clips, labels, FeatureCache(config), progress=True)
-    Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers, labels {labels}; "
-                    f"{len(skipped)} skipped")
-    result = fit(examples, ModelConfig(config.dim, len(labels)),
-                 _train_config(epochs, patience, balance, device, seed), log=Console().print, progress=True)
+    with _user_errors():
+        train_config = _train_config(epochs, patience, balance, device, seed)
+        four = four_class or len(corpora) > 1
+        clips = [c for spec in corpora for c in _read(spec, four)]
+        labels = sorted({c.label for c in clips})
+        examples, skipped = load_examples(clips, labels, FeatureCache(config), progress=True)
+        Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers, labels {labels}; "
+                        f"{len(skipped)} skipped")
+        result = fit(examples, ModelConfig(config.dim, len(labels)), train_config, log=Console().print, progress=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": result.model.state_dict(), "model_config": result.model.config.to_dict(),
                 "feature_config": config.to_json(), "labels": labels, "history": result.history,
                 "best_epoch": result.best_epoch, "corpora": [str(c) for c in corpora]}, out)
@@ -235,12 +253,14 @@ def evaluate_within(
     from ser_edge.training.protocols import within_corpus
 
     config = FeatureConfig()
-    clips = _read(corpus, four_class)
-    labels = sorted({c.label for c in clips})
-    examples, _ = load_examples(clips, labels, FeatureCache(config), progress=True)
-    outcome = within_corpus(examples, labels, ModelConfig(config.dim, len(labels)),
-                            _train_config(epochs, patience, balance, device, seed), k=folds, loso=loso,
-                            log=Console().print)
+    with _user_errors():
+        train_config = _train_config(epochs, patience, balance, device, seed)
+        clips = _read(corpus, four_class)
+        labels = sorted({c.label for c in clips})
+        examples, skipped = load_examples(clips, labels, FeatureCache(config), progress=True)
+        Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers; {len(skipped)} skipped")
+        outcome = within_corpus(examples, labels, ModelConfig(config.dim, len(labels)), train_config, k=folds,
+                                loso=loso, log=Console().print)
     protocol = "leave-one-speaker-out" if loso else f"speaker-grouped {folds}-fold"
     _write_outcome(out, f"within-{corpus.stem}", f"within {corpus.name}", outcome, f"{protocol}, utterance level")
 
@@ -262,18 +282,24 @@ def evaluate_cross(
 
     config, labels = FeatureConfig(), list(SHARED_LABELS)
     cache = FeatureCache(config)
-    src, _ = load_examples(_read(source, True), labels, cache, progress=True)
-    tgt, _ = load_examples(_read(target, True), labels, cache, progress=True)
-    train_config = _train_config(epochs, patience, balance, device, seed)
-    name = f"{source.stem}-to-{target.stem}"
-    _write_outcome(out, f"zeroshot-{name}", f"zero-shot {source.name} -> {target.name}",
-                   zero_shot(src, tgt, labels, ModelConfig(config.dim, 4), train_config, log=Console().print),
-                   "train on all source speakers, test on all target clips")
-    if adapt:
-        for setting, outcome in adaptation(src, tgt, labels, ModelConfig(config.dim, 4), train_config,
-                                           log=Console().print).items():
-            _write_outcome(out, f"adapt-{name}-{setting.replace('%', 'pct')}", f"{name}, {setting} target", outcome,
-                           f"source + {setting} of target (speakers disjoint from the target test half)")
+    with _user_errors():
+        train_config = _train_config(epochs, patience, balance, device, seed)
+        source_clips, target_clips = _read(source, True), _read(target, True)
+        shared = {c.path.resolve() for c in source_clips} & {c.path.resolve() for c in target_clips}
+        if shared:
+            raise ValueError(f"source and target share {len(shared)} file(s) (e.g. {next(iter(shared))}); "
+                             "cross-corpus evaluation needs two different corpora")
+        src, _ = load_examples(source_clips, labels, cache, progress=True)
+        tgt, _ = load_examples(target_clips, labels, cache, progress=True)
+        name = f"{source.stem}-to-{target.stem}"
+        _write_outcome(out, f"zeroshot-{name}", f"zero-shot {source.name} -> {target.name}",
+                       zero_shot(src, tgt, labels, ModelConfig(config.dim, 4), train_config, log=Console().print),
+                       "train on all source speakers, test on all target clips")
+        if adapt:
+            for setting, outcome in adaptation(src, tgt, labels, ModelConfig(config.dim, 4), train_config,
+                                               log=Console().print).items():
+                _write_outcome(out, f"adapt-{name}-{setting.replace('%', 'pct')}", f"{name}, {setting} target",
+                               outcome, f"source + {setting} of target (speakers disjoint from the target test half)")
 
 
 @evaluate_app.command("all")
@@ -289,8 +315,9 @@ def evaluate_all(
     from ser_edge.training.experiments import run_all
     from ser_edge.training.results_page import write_markdown
 
-    results = run_all(urdu, emodb, out, folds=folds, train_config=_train_config(epochs, patience, balance, device, seed),
-                      log=Console().print)
+    with _user_errors():
+        results = run_all(urdu, emodb, out, folds=folds,
+                          train_config=_train_config(epochs, patience, balance, device, seed), log=Console().print)
     write_markdown(results, out / "RESULTS.md")
     Console().print(f"wrote {out / 'RESULTS.md'}")
 

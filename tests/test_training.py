@@ -180,3 +180,56 @@ def test_train_command_reports_a_bad_corpus_clearly(tmp_path):
     assert result.exit_code == 2
     text = " ".join(result.output.replace("│", " ").split())  # undo the error box's wrapping
     assert "does not exist" in text and "Traceback" not in text
+
+
+def test_bilstm_equals_torch_bidirectional_lstm_on_packed_sequences():
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from ser_edge.training.model import BiLstm
+
+    torch.manual_seed(3)
+    ours = BiLstm(6, 5)
+    ref = torch.nn.LSTM(6, 5, bidirectional=True)
+    with torch.no_grad():
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            getattr(ours.forward_lstm, name).copy_(getattr(ref, name))
+            getattr(ours.backward_lstm, name).copy_(getattr(ref, name + "_reverse"))
+        x = torch.randn(20, 3, 6)
+        lengths = torch.tensor([20, 13, 4])
+        expected = pad_packed_sequence(ref(pack_padded_sequence(x, lengths, enforce_sorted=False))[0],
+                                       total_length=20)[0]
+        got = ours(x, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(got[:n, b], expected[:n, b], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--balance", "foo"], "balance must be"),
+        (["--epochs", "0"], "max_epochs must be"),
+        (["--device", "tpu"], "device must be"),
+    ],
+)
+def test_bad_training_options_end_with_a_message_not_a_traceback(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from ser_edge.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(_tiny_manifest(tmp_path)), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_corpus_with_one_speaker_is_refused_clearly(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ser_edge.cli import app
+
+    monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
+    manifest = _tiny_manifest(tmp_path)
+    one = tmp_path / "one.csv"
+    one.write_text("\n".join(line for line in manifest.read_text().splitlines() if not line.startswith("s1_")
+                             and not line.startswith("s2_") and not line.startswith("s3_")) + "\n")
+    result = CliRunner().invoke(app, ["train", str(one), "--epochs", "1"])
+    assert result.exit_code == 2 and "at least 2 speakers" in result.output

@@ -163,3 +163,40 @@ def test_k_shot_with_too_few_clips_raises_unless_fewer_are_allowed():
     with pytest.raises(ValueError, match="only 2 clips"):
         k_shot_split(groups, labels, 3, test)
     assert len(k_shot_split(groups, labels, 3, test, allow_fewer=True)) == 4
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([f"s{i}" for i in range(12)]), st.integers(0, 3)), min_size=30, max_size=200)
+       .filter(lambda rows: len({g for g, _ in rows}) >= 3), st.integers(0, 3))
+def test_validation_split_is_speaker_disjoint_and_keeps_training_speakers(rows, seed):
+    from ser_edge.training.splits import validation_split
+
+    groups, labels = [g for g, _ in rows], [y for _, y in rows]
+    train, val = validation_split(groups, labels, seed=seed)
+    assert len(train) and len(val)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(rows)))
+    assert not {groups[i] for i in train} & {groups[i] for i in val}
+
+
+@needs_corpora
+def test_validation_split_on_urdu_covers_every_class_and_no_single_speaker():
+    from ser_edge.training.splits import validation_split
+
+    clips = read_urdu(DATA_DIR / "urdu")
+    groups, labels = [c.group for c in clips], [c.label for c in clips]
+    for seed in range(5):
+        _, val = validation_split(groups, labels, seed=seed)
+        assert {labels[i] for i in val} == {"angry", "happy", "neutral", "sad"}
+        assert len({groups[i] for i in val}) > 1
+        assert 0.08 * len(clips) <= len(val) <= 0.3 * len(clips)
+
+
+def test_manifest_with_a_byte_order_mark_and_bad_encoding(tmp_path):
+    m = tmp_path / "bom.csv"
+    m.write_bytes("\ufeffpath,label,speaker\na.wav,Sad,s1\n".encode("utf-8"))
+    (clip,) = read_manifest(m)
+    assert clip.label == "sad"
+    bad = tmp_path / "latin.csv"
+    bad.write_bytes("path,label,speaker\nä.wav,sad,s1\n".encode("latin-1"))
+    with pytest.raises(CorpusError, match="not UTF-8"):
+        read_manifest(bad)

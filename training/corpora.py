@@ -8,6 +8,7 @@ the shared 4 classes (angry, happy, neutral, sad) by `to_shared`.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -160,7 +161,11 @@ def read_manifest(path: str | Path, corpus: Optional[str] = None) -> list[Clip]:
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"manifest {str(path)!r} does not exist")
-    with path.open(newline="", encoding="utf-8") as f:
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheet exports start with a BOM
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 CSV") from err
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         missing = {"path", "label", "speaker"} - set(reader.fieldnames or [])
         if missing:
@@ -168,7 +173,7 @@ def read_manifest(path: str | Path, corpus: Optional[str] = None) -> list[Clip]:
                               "expected path,label,speaker[,language]")
         clips = []
         for line, row in enumerate(reader, start=2):
-            if not row["path"] or not row["label"] or not row["speaker"]:
+            if not (row["path"] or "").strip() or not (row["label"] or "").strip() or not (row["speaker"] or "").strip():
                 raise CorpusError(f"{path}:{line}: path, label and speaker must all be given")
             clip_path = Path(row["path"])
             if not clip_path.is_absolute():
@@ -187,9 +192,11 @@ def read_corpus(spec: str | Path) -> list[Clip]:
         return read_manifest(spec)
     root = _require_dir(spec, "corpus")
     names = [p.stem for p in _audio_files(root)[:20]]
-    if names and all(_URDU_NAME.match(n) for n in names):
+    if not names:
+        raise CorpusError(f"no audio files under {str(root)!r}")
+    if all(_URDU_NAME.match(n) for n in names):
         return read_urdu(root)
-    if names and all(_EMODB_NAME.match(n) for n in names):
+    if all(_EMODB_NAME.match(n) for n in names):
         return read_emodb(root)
     raise CorpusError(f"{str(root)!r}: neither URDU nor EmoDB file names; describe it with a CSV "
                       "manifest (path,label,speaker[,language]) or use read_folders with a speaker pattern")

@@ -7,6 +7,7 @@ the file's bytes and any noise applied, so a changed file or config is never ser
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
@@ -16,6 +17,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+import ser_edge
 from ser_edge.audio import AudioError, load
 from ser_edge.features import FeatureConfig, extract
 from ser_edge.training.corpora import Clip
@@ -62,11 +64,12 @@ class FeatureCache:
         self._config_key = hashlib.sha1(config.to_json().encode()).hexdigest()
 
     def _key(self, path: Path, noise: Optional[NoiseSpec], talkers: Sequence[Path]) -> Path:
-        h = hashlib.sha1(self._config_key.encode())
+        h = hashlib.sha1(f"{ser_edge.__version__}|{self._config_key}".encode())
         h.update(Path(path).read_bytes())
         if noise is not None:
             h.update(noise.key().encode())
-            h.update("|".join(sorted(Path(t).name for t in talkers)).encode())
+            for talker in talkers:  # their content: a same-named file elsewhere is another voice
+                h.update(Path(talker).read_bytes())
         digest = h.hexdigest()
         return self.root / digest[:2] / f"{digest}.npy"
 
@@ -85,7 +88,12 @@ class FeatureCache:
             # The seed covers the file name so that each clip gets its own noise, reproducibly.
             seed = int.from_bytes(hashlib.sha1(f"{noise.key()}|{Path(path).name}".encode()).digest()[:8], "little")
             rng = np.random.default_rng(seed)
-            voices = [load(t, self.config.sample_rate) for t in talkers] if noise.kind == "babble" else []
+            voices = []
+            for talker in talkers if noise.kind == "babble" else []:
+                # An unreadable talker is left out of the babble rather than losing the clip:
+                # the noisy examples must stay aligned with the clean ones.
+                with contextlib.suppress(AudioError):
+                    voices.append(load(talker, self.config.sample_rate))
             samples = mix_at_snr(samples, make_noise(noise.kind, len(samples), rng, voices), noise.snr_db)
         feats = extract(samples, self.config)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ speakers for early stopping, so no test speaker ever influences a model.
 from __future__ import annotations
 
 import statistics
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -21,7 +22,13 @@ import numpy as np
 from ser_edge.training.data import Example
 from ser_edge.training.metrics import report
 from ser_edge.training.model import ModelConfig
-from ser_edge.training.splits import adaptation_split, grouped_kfold, k_shot_split, leave_one_speaker_out
+from ser_edge.training.splits import (
+    adaptation_split,
+    grouped_kfold,
+    k_shot_split,
+    leave_one_speaker_out,
+    validation_split,
+)
 from ser_edge.training.trainer import TrainConfig, TrainResult, predict, train_model
 
 __all__ = ["Outcome", "adaptation", "fit", "within_corpus", "zero_shot"]
@@ -60,10 +67,13 @@ class Outcome:
 
 
 def fit(examples: Sequence[Example], model_config: ModelConfig, train_config: TrainConfig,
-        log: Log = None, val_folds: int = 7, progress: bool = False) -> TrainResult:
-    """Train on `examples`, early-stopping on a speaker-grouped 1/val_folds of them."""
+        log: Log = None, val_fraction: float = 1 / 7, progress: bool = False) -> TrainResult:
+    """Train on `examples`, early-stopping on a speaker-disjoint, class-mixed `val_fraction` of them."""
     groups = [e.group for e in examples]
-    train_idx, val_idx = grouped_kfold(groups, k=val_folds, seed=train_config.seed)[0]
+    train_idx, val_idx = validation_split(groups, [e.label for e in examples], val_fraction, seed=train_config.seed)
+    missing = set(range(model_config.n_classes)) - {examples[i].label for i in train_idx}
+    if missing:
+        warnings.warn(f"classes {sorted(missing)} have no training clips; the model cannot learn them", stacklevel=2)
     return train_model([examples[i] for i in train_idx], [examples[i] for i in val_idx],
                        model_config, train_config, log, progress=progress)
 
@@ -89,6 +99,8 @@ def within_corpus(examples: Sequence[Example], labels: Sequence[str], model_conf
         outcome.add([e.label for e in test], _predict(result, test))
         for name, noisy_examples in (noisy or {}).items():
             noisy_test = [noisy_examples[i] for i in test_idx]
+            if [e.path for e in noisy_test] != [e.path for e in test]:
+                raise ValueError(f"noisy examples '{name}' are not aligned with the clean ones")
             true, pred = outcome.noisy.setdefault(name, ([], []))
             true += [e.label for e in noisy_test]
             pred += _predict(result, noisy_test).tolist()

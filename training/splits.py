@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["adaptation_split", "grouped_kfold", "k_shot_split", "leave_one_speaker_out"]
+__all__ = ["adaptation_split", "grouped_kfold", "k_shot_split", "leave_one_speaker_out", "validation_split"]
 
 Fold = tuple[np.ndarray, np.ndarray]  # (train indices, test indices)
 
@@ -119,3 +119,45 @@ def k_shot_split(groups: Sequence[str], labels: Sequence[str], k: int, test: np.
                              f"cannot take {k}")
         chosen.extend(rng.choice(candidates, size=min(k, len(candidates)), replace=False).tolist())
     return np.array(sorted(chosen), dtype=np.int64)
+
+
+def validation_split(groups: Sequence[str], labels: Sequence[int], fraction: float = 1 / 7, seed: int = 0,
+                     tries: int = 200) -> Fold:
+    """(train, validation) indices with disjoint speakers, for early stopping.
+
+    Speakers are drawn in seeded random orders until about `fraction` of the clips are
+    set aside; of `tries` such draws, the one whose class mix is closest to the whole
+    set's (total variation distance), with no class missing if possible, is kept. A
+    corpus where a few speakers hold most of one class (URDU's) would otherwise often get
+    a validation set of one speaker and one class, and early stopping would follow it.
+    """
+    members = _by_group(groups)
+    if len(members) < 2:
+        raise ValueError(f"a validation split needs at least 2 speakers, got {len(members)}")
+    y = np.asarray(labels)
+    classes = np.unique(y)
+    overall = np.array([np.mean(y == c) for c in classes])
+    target = max(1, int(round(fraction * len(groups))))
+    rng = np.random.default_rng(seed)
+    names = sorted(members)
+    best, best_score = None, None
+    for _ in range(tries):
+        chosen: list[int] = []
+        for g in rng.permutation(names):
+            if len(chosen) >= target:
+                break
+            if len(chosen) + len(members[g]) > 2 * target and chosen:
+                continue  # a speaker that would double the set is left for training
+            chosen.extend(members[g])
+        if len({groups[i] for i in chosen}) == len(members):
+            continue  # every speaker in validation: nothing left to train on
+        share = np.array([np.mean(y[chosen] == c) for c in classes])
+        score = (int((share == 0).sum()), 0.5 * float(np.abs(share - overall).sum()))
+        if best_score is None or score < best_score:
+            best, best_score = sorted(chosen), score
+    if best is None:
+        raise ValueError("no speaker-disjoint validation split leaves speakers for training")
+    val = np.array(best, dtype=np.int64)
+    mask = np.ones(len(groups), dtype=bool)
+    mask[val] = False
+    return np.flatnonzero(mask), val

@@ -32,6 +32,16 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"         # "auto", "cpu", "cuda"
 
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        if self.balance not in ("undersample", "weights", "none"):
+            raise ValueError(f"balance must be 'undersample', 'weights' or 'none', got {self.balance!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -141,8 +151,16 @@ def train_model(train: Sequence[Example], val: Sequence[Example], model_config: 
         raise ValueError("training needs non-empty training and validation sets")
     seed_everything(config.seed)
     device = select_device(config.device)
+    deterministic = torch.are_deterministic_algorithms_enabled()
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
+    try:
+        return _train(train, val, model_config, config, device, log, progress)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(train, val, model_config, config, device, log, progress) -> TrainResult:
     rng = np.random.default_rng(config.seed)
     model = BiLstmAttention(model_config)
     model.set_standardisation(*standardisation(train))
@@ -153,8 +171,6 @@ def train_model(train: Sequence[Example], val: Sequence[Example], model_config: 
     weights = None
     if config.balance == "weights":
         weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
-    elif config.balance not in ("undersample", "none"):
-        raise ValueError(f"balance must be 'undersample', 'weights' or 'none', got {config.balance!r}")
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     val_loss_fn = nn.CrossEntropyLoss()
     pool = _balanced_subset(train, rng) if config.balance == "undersample" else np.arange(len(train))
@@ -192,6 +208,8 @@ def train_model(train: Sequence[Example], val: Sequence[Example], model_config: 
                 f"{'  *' if improved else ''}  {seconds:.1f} s on {device}")
         if waited >= config.patience:
             break
+    if best_state is None:
+        raise RuntimeError("the validation loss was never finite; check the features and the learning rate")
     model.load_state_dict(best_state)
     model.eval()
     return result

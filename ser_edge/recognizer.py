@@ -1,0 +1,66 @@
+"""Offline recognition of arrays and files, through the same path as the stream."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import numpy.typing as npt
+
+from ser_edge.audio import _opened, to_mono
+from ser_edge.model import OnnxModel
+from ser_edge.stream import Event, StreamRecognizer, VadConfig, Window
+
+__all__ = ["Prediction", "Recognizer"]
+
+
+@dataclass
+class Prediction:
+    """A recording's label (None when no speech was found), the mean probabilities of all
+    its speech windows, the windows themselves and the speech segments (events)."""
+
+    label: Optional[str]
+    probabilities: dict[str, float]
+    duration_s: float
+    windows: list[Window] = field(repr=False)
+    events: list[Event] = field(repr=False)
+
+
+class Recognizer:
+    """Scores whole recordings with a ser-edge model (the bundled default when none is given).
+
+    provider: "cpu", "cuda" or "auto"; threads: CPU threads for ONNX Runtime.
+    window_s / hop_s: analysis windows in seconds (default: the model's).
+    """
+
+    def __init__(self, model: Optional[OnnxModel | str | os.PathLike[str]] = None, provider: str = "cpu",
+                 threads: Optional[int] = None, window_s: Optional[float] = None, hop_s: Optional[float] = None,
+                 vad: VadConfig = VadConfig()) -> None:
+        self.model = model if isinstance(model, OnnxModel) else OnnxModel(model, provider=provider, threads=threads)
+        self._stream = StreamRecognizer(self.model, window_s=window_s, hop_s=hop_s, vad=vad)
+
+    @property
+    def info(self) -> dict:
+        return self.model.info
+
+    def predict(self, samples: npt.ArrayLike, sample_rate: int) -> Prediction:
+        """Label a recording given as samples (1-D, or [frames, channels]) at `sample_rate` Hz."""
+        x = to_mono(samples)
+        self._stream.reset()
+        events = self._stream.push(x, sample_rate) + self._stream.close()
+        windows = [w for e in events for w in e.windows]
+        labels = self.model.labels
+        if not windows:
+            return Prediction(None, {}, len(x) / sample_rate, [], events)
+        mean = np.mean([[w.probabilities[label] for label in labels] for w in windows], axis=0)
+        return Prediction(labels[int(mean.argmax())], {label: float(p) for label, p in zip(labels, mean)},
+                          len(x) / sample_rate, windows, events)
+
+    def predict_file(self, path: str | os.PathLike[str]) -> Prediction:
+        """Label an audio file (any format libsndfile reads); raises AudioError if it cannot be read."""
+        with _opened(path) as sound:
+            rate = sound.samplerate
+            samples = sound.read(dtype="float32", always_2d=True)
+        return self.predict(samples, rate)

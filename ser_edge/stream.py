@@ -1,0 +1,201 @@
+"""Streaming recognition: audio chunks -> frames -> speech segments -> windows -> events.
+
+The streaming state lives here, in one place: the resampler, the feature stream, the
+voice-activity gate, and the features of the current speech segment. Offline scoring
+(`ser_edge.recognizer.Recognizer`) pushes a whole file through this same path, so a file
+scored offline and pushed in arbitrary chunks gives the same windows and posteriors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+from ser_edge.audio import StreamResampler, to_mono
+from ser_edge.features import FeatureStream
+from ser_edge.model import OnnxModel
+
+__all__ = ["Event", "StreamRecognizer", "VadConfig", "Window"]
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    """Energy voice-activity gate. Levels in dB (relative to full scale where 'dBFS')."""
+
+    threshold_db: float = 9.0          # speech: this far above the adaptive noise floor
+    min_level_dbfs: float = -60.0      # quieter frames are never speech
+    floor_rise_db_per_s: float = 3.0   # the floor falls at once to a quieter frame, rises this slowly
+    hangover_s: float = 0.3            # speech continues this long after the last loud frame
+    min_speech_s: float = 0.3          # shorter segments are dropped
+    max_segment_s: float = 30.0        # a longer segment is closed (bounds memory)
+
+
+@dataclass
+class Window:
+    """One analysis window over speech: times in seconds from the start of the stream."""
+
+    start_s: float
+    end_s: float
+    label: str
+    probabilities: dict[str, float]
+    attention: npt.NDArray[np.float32] = field(repr=False)
+
+
+@dataclass
+class Event:
+    """The decision for one speech segment: the mean of its windows' probabilities."""
+
+    start_s: float
+    end_s: float
+    label: str
+    probabilities: dict[str, float]
+    windows: list[Window] = field(repr=False)
+
+
+class _FrameEnergy:
+    """Per-frame energy in dBFS, framed exactly like the features (frame i = [i*hop, i*hop+L))."""
+
+    def __init__(self, frame_length: int, hop: int) -> None:
+        self._L, self._hop = frame_length, hop
+        self._held = np.zeros(0, np.float64)
+
+    def push(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        buf = np.concatenate([self._held, x.astype(np.float64)])
+        n = 0 if len(buf) < self._L else 1 + (len(buf) - self._L) // self._hop
+        frames = np.lib.stride_tricks.sliding_window_view(buf, self._L)[:: self._hop][:n]
+        energy = np.einsum("ij,ij->i", frames, frames) / self._L
+        self._held = buf[n * self._hop :]
+        return 10.0 * np.log10(energy + 1e-12)
+
+
+class StreamRecognizer:
+    """Classifies the emotion of speech in a live audio stream.
+
+    push() takes chunks of any size at any sample rate (resampled statefully); an energy
+    gate with an adaptive noise floor and hang-over finds speech; every `hop_s` seconds of
+    speech a `window_s`-second window is scored (a segment shorter than a window is scored
+    whole); when a segment ends, an Event with its decision is passed to `on_event` and
+    returned from push() or close(). `on_window` receives each Window as it is scored.
+    Memory is bounded: at most one segment (max_segment_s) of features is held.
+    """
+
+    def __init__(self, model: Optional[OnnxModel | str] = None, on_event: Optional[Callable[[Event], None]] = None,
+                 on_window: Optional[Callable[[Window], None]] = None, window_s: Optional[float] = None,
+                 hop_s: Optional[float] = None, vad: VadConfig = VadConfig(), provider: str = "cpu",
+                 threads: Optional[int] = None) -> None:
+        self.model = model if isinstance(model, OnnxModel) else OnnxModel(model, provider=provider, threads=threads)
+        self.on_event, self.on_window, self.vad = on_event, on_window, vad
+        config = self.model.feature_config
+        self._rate = config.sample_rate
+        self._hop_s = config.hop_length / config.sample_rate
+        self.window_s = float(window_s if window_s is not None else self.model.window_s)
+        self.hop_s = float(hop_s if hop_s is not None else self.model.hop_s)
+        if not (self.window_s > 0 and self.hop_s > 0):
+            raise ValueError(f"window_s and hop_s must be positive seconds, got {self.window_s} and {self.hop_s}")
+        frames = lambda s: max(1, int(round(s / self._hop_s)))  # noqa: E731
+        self._W, self._H = frames(self.window_s), frames(self.hop_s)
+        self._hangover, self._min_speech = frames(vad.hangover_s), frames(vad.min_speech_s)
+        self._max_segment = max(frames(vad.max_segment_s), self._W)
+        self._rise = vad.floor_rise_db_per_s * self._hop_s
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream so far; the next push starts a new one at time 0."""
+        config = self.model.feature_config
+        self._features = FeatureStream(config)
+        self._energy = _FrameEnergy(config.frame_length, config.hop_length)
+        self._resampler: Optional[StreamResampler] = None
+        self._frame = 0                # index of the next frame
+        self._floor = self.vad.min_level_dbfs
+        self._last_loud = -(10**9)     # frame index of the last frame above the gate
+        self._segment: Optional[list[np.ndarray]] = None
+        self._segment_start = 0
+        self._next_window = 0          # offset in the segment of the next window's start
+        self._windows: list[Window] = []
+        self._closed = False
+
+    # ---------------------------------------------------------------- input
+
+    def push(self, samples: npt.ArrayLike, sample_rate: int) -> list[Event]:
+        """Feed a chunk (1-D mono, or [frames, channels]) at `sample_rate` Hz; returns the events it completed."""
+        if self._closed:
+            raise RuntimeError("this stream was closed; call reset() to start a new one")
+        if self._resampler is None:
+            self._resampler = StreamResampler(sample_rate, self._rate)
+        elif sample_rate != self._resampler.in_rate:
+            raise ValueError(f"sample_rate changed from {self._resampler.in_rate} to {sample_rate} Hz within a "
+                             "stream; call reset() first")
+        return self._consume(self._resampler.process(to_mono(samples)))
+
+    def close(self) -> list[Event]:
+        """Flush: the resampler's tail, then the open segment; returns the last events."""
+        if self._closed:
+            return []
+        events = self._consume(self._resampler.process(np.zeros(0, np.float32), last=True)) if self._resampler else []
+        self._closed = True
+        if self._segment is not None:
+            events += self._end_segment()
+        return events
+
+    # ---------------------------------------------------------------- per frame
+
+    def _consume(self, x: npt.NDArray[np.float32]) -> list[Event]:
+        feats = self._features.accept(x)
+        energies = self._energy.push(x)
+        events: list[Event] = []
+        for f, e in zip(feats, energies):
+            events += self._step(f, float(e))
+        return events
+
+    def _step(self, f: np.ndarray, energy_db: float) -> list[Event]:
+        i = self._frame
+        self._frame += 1
+        loud = energy_db > self._floor + self.vad.threshold_db and energy_db > self.vad.min_level_dbfs
+        self._floor = min(energy_db, self._floor + self._rise)
+        if loud:
+            self._last_loud = i
+        events: list[Event] = []
+        if self._segment is None:
+            if not loud:
+                return events
+            self._segment, self._segment_start, self._next_window, self._windows = [], i, 0, []
+        self._segment.append(f)
+        while len(self._segment) - self._next_window >= self._W:
+            self._score(self._next_window, self._next_window + self._W)
+            self._next_window += self._H
+        if i - self._last_loud >= self._hangover or len(self._segment) >= self._max_segment:
+            events += self._end_segment()
+        return events
+
+    def _score(self, a: int, b: int) -> Window:
+        probs, attention = self.model.score(np.asarray(self._segment[a:b]))
+        start = (self._segment_start + a) * self._hop_s
+        end = (self._segment_start + b - 1) * self._hop_s + self.model.feature_config.frame_s
+        window = Window(start, end, self.model.labels[int(probs.argmax())],
+                        {label: float(p) for label, p in zip(self.model.labels, probs)}, attention)
+        self._windows.append(window)
+        if self.on_window:
+            self.on_window(window)
+        return window
+
+    def _end_segment(self) -> list[Event]:
+        # The segment ends with its last loud frame; the hang-over frames after it are not speech.
+        end = min(len(self._segment), self._last_loud - self._segment_start + 1)
+        segment_len = max(end, 0)
+        events: list[Event] = []
+        if segment_len >= self._min_speech:
+            if not self._windows:
+                self._score(0, segment_len)
+            mean = np.mean([[w.probabilities[label] for label in self.model.labels] for w in self._windows], axis=0)
+            event = Event(self._segment_start * self._hop_s,
+                          (self._segment_start + segment_len - 1) * self._hop_s + self.model.feature_config.frame_s,
+                          self.model.labels[int(mean.argmax())],
+                          {label: float(p) for label, p in zip(self.model.labels, mean)}, self._windows)
+            if self.on_event:
+                self.on_event(event)
+            events.append(event)
+        self._segment, self._windows = None, []
+        return events

@@ -26,7 +26,7 @@ class VadConfig:
     """Energy voice-activity gate. Levels in dB (relative to full scale where 'dBFS')."""
 
     threshold_db: float = 9.0          # speech: this far above the adaptive noise floor
-    min_level_dbfs: float = -60.0      # quieter frames are never speech
+    min_level_dbfs: float = -90.0      # quieter frames are never speech (16-bit noise is about -100)
     floor_rise_db_per_s: float = 3.0   # the floor falls at once to a quieter frame, rises this slowly
     hangover_s: float = 0.3            # speech continues this long after the last loud frame
     min_speech_s: float = 0.3          # shorter segments are dropped
@@ -64,7 +64,10 @@ class _FrameEnergy:
 
     def push(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         buf = np.concatenate([self._held, x.astype(np.float64)])
-        n = 0 if len(buf) < self._L else 1 + (len(buf) - self._L) // self._hop
+        if len(buf) < self._L:
+            self._held = buf
+            return np.zeros(0, np.float64)
+        n = 1 + (len(buf) - self._L) // self._hop
         frames = np.lib.stride_tricks.sliding_window_view(buf, self._L)[:: self._hop][:n]
         energy = np.einsum("ij,ij->i", frames, frames) / self._L
         self._held = buf[n * self._hop :]
@@ -109,7 +112,7 @@ class StreamRecognizer:
         self._energy = _FrameEnergy(config.frame_length, config.hop_length)
         self._resampler: Optional[StreamResampler] = None
         self._frame = 0                # index of the next frame
-        self._floor = self.vad.min_level_dbfs
+        self._floor: Optional[float] = None  # set by the first frame: every level is relative (gain-invariant)
         self._last_loud = -(10**9)     # frame index of the last frame above the gate
         self._segment: Optional[list[np.ndarray]] = None
         self._segment_start = 0
@@ -153,6 +156,8 @@ class StreamRecognizer:
     def _step(self, f: np.ndarray, energy_db: float) -> list[Event]:
         i = self._frame
         self._frame += 1
+        if self._floor is None:
+            self._floor = energy_db
         loud = energy_db > self._floor + self.vad.threshold_db and energy_db > self.vad.min_level_dbfs
         self._floor = min(energy_db, self._floor + self._rise)
         if loud:

@@ -12,7 +12,7 @@ import io
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 __all__ = [
     "SHARED_LABELS",
@@ -93,38 +93,35 @@ def _require_dir(root: Path, what: str) -> Path:
     return root
 
 
+def _read_named(root: str | Path, what: str, pattern: re.Pattern, example: str,
+                clip: Callable[[Path, re.Match], Clip]) -> list[Clip]:
+    """Every audio file under `root`, whose name must match `pattern`, made into a Clip."""
+    root = _require_dir(root, what)
+    clips = []
+    for path in _audio_files(root):
+        m = pattern.match(path.stem)
+        if m is None:
+            raise CorpusError(f"{path}: not a{'n' if what[0] in 'AEIOU' else ''} {what} file name (expected e.g. {example})")
+        clips.append(clip(path, m))
+    if not clips:
+        raise CorpusError(f"no audio files under {str(root)!r}")
+    return clips
+
+
 def read_urdu(root: str | Path) -> list[Clip]:
     """The URDU corpus: `S{M|F}{speaker}_F{n}_{A|H|N|S}{index}.wav` files in label folders.
 
     The label comes from the file name (it agrees with the folder name); the speaker is
     gender plus number (`M1`), since the corpus numbers male and female speakers apart.
     """
-    root = _require_dir(root, "URDU")
-    clips = []
-    for path in _audio_files(root):
-        m = _URDU_NAME.match(path.stem)
-        if m is None:
-            raise CorpusError(f"{path}: not a URDU file name (expected e.g. SM1_F10_A010.wav)")
-        gender, number, letter = m.groups()
-        clips.append(Clip(path, _URDU_LETTERS[letter], f"{gender}{number}", "urdu", "ur"))
-    if not clips:
-        raise CorpusError(f"no audio files under {str(root)!r}")
-    return clips
+    return _read_named(root, "URDU", _URDU_NAME, "SM1_F10_A010.wav",
+                       lambda path, m: Clip(path, _URDU_LETTERS[m[3]], f"{m[1]}{m[2]}", "urdu", "ur"))
 
 
 def read_emodb(root: str | Path) -> list[Clip]:
     """EmoDB file names: `03a01Fa.wav` = speaker 03, text a01, emotion letter F, version a."""
-    root = _require_dir(root, "EmoDB")
-    clips = []
-    for path in _audio_files(root):
-        m = _EMODB_NAME.match(path.stem)
-        if m is None:
-            raise CorpusError(f"{path}: not an EmoDB file name (expected e.g. 03a01Fa.wav)")
-        speaker, _text, letter, _version = m.groups()
-        clips.append(Clip(path, EMODB_LETTERS[letter], speaker, "emodb", "de"))
-    if not clips:
-        raise CorpusError(f"no audio files under {str(root)!r}")
-    return clips
+    return _read_named(root, "EmoDB", _EMODB_NAME, "03a01Fa.wav",
+                       lambda path, m: Clip(path, EMODB_LETTERS[m[3]], m[1], "emodb", "de"))
 
 
 def read_folders(

@@ -19,7 +19,7 @@ import soxr
 
 from ser_edge.features import FeatureConfig
 
-__all__ = ["DEFAULT_RATE", "AudioError", "StreamResampler", "iter_chunks", "load", "to_mono"]
+__all__ = ["DEFAULT_RATE", "AudioError", "StreamResampler", "iter_chunks", "load", "read", "to_mono"]
 
 #: Rate in Hz that audio is delivered at unless asked otherwise: the rate the features
 #: are defined at, so that `load(path)` feeds `ser_edge.features.extract` directly.
@@ -199,6 +199,15 @@ def _opened(path: str | os.PathLike[str]) -> Iterator[sf.SoundFile]:
         raise AudioError(f"cannot read {name!r}: {_libsndfile_reason(err)}") from err
 
 
+def read(path: str | os.PathLike[str]) -> tuple[npt.NDArray[np.float32], int]:
+    """A file's samples as float32 [frames, channels] at its own rate, and that rate in Hz.
+
+    Raises AudioError if the file is missing, empty, corrupt or in an unsupported format.
+    """
+    with _opened(path) as sound:
+        return sound.read(dtype="float32", always_2d=True), sound.samplerate
+
+
 def load(path: str | os.PathLike[str], rate: int = DEFAULT_RATE) -> Samples:
     """Read a whole audio file as mono float32 samples at `rate` Hz.
 
@@ -207,9 +216,7 @@ def load(path: str | os.PathLike[str], rate: int = DEFAULT_RATE) -> Samples:
     missing, empty, corrupt or in an unsupported format.
     """
     rate = _check_rate("rate", rate)
-    with _opened(path) as sound:
-        in_rate = sound.samplerate
-        samples = sound.read(dtype="float32", always_2d=True)
+    samples, in_rate = read(path)
     return StreamResampler(in_rate, rate).process(to_mono(samples), last=True)
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import numpy.typing as npt
 
-from ser_edge.audio import _opened, to_mono
+from ser_edge.audio import read, to_mono
 from ser_edge.model import OnnxModel
 from ser_edge.stream import Event, StreamRecognizer, VadConfig, Window
 
@@ -60,7 +60,5 @@ class Recognizer:
 
     def predict_file(self, path: str | os.PathLike[str]) -> Prediction:
         """Label an audio file (any format libsndfile reads); raises AudioError if it cannot be read."""
-        with _opened(path) as sound:
-            rate = sound.samplerate
-            samples = sound.read(dtype="float32", always_2d=True)
+        samples, rate = read(path)
         return self.predict(samples, rate)

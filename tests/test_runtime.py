@@ -178,3 +178,25 @@ def test_runtime_imports_no_training_stack():
             "heavy = [m for m in ('torch', 'librosa', 'onnx') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_predict_file_on_a_bad_file_raises_a_clear_audio_error(model, tmp_path):
+    from ser_edge.audio import AudioError
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"definitely not audio")
+    with pytest.raises(AudioError, match="bad.wav"):
+        Recognizer(model).predict_file(bad)
+
+
+def test_prediction_carries_per_window_detail(model, demo):
+    x, rate = demo
+    result = Recognizer(model, window_s=1.0, hop_s=0.25).predict(x, rate)
+    assert result.label in model.labels and result.duration_s == pytest.approx(len(x) / rate)
+    for w in result.windows:
+        assert 0 <= w.start_s < w.end_s <= result.duration_s + 0.05
+        assert w.end_s - w.start_s <= 1.0 + 0.03
+        assert abs(sum(w.probabilities.values()) - 1) < 1e-5
+        assert w.attention.ndim == 1 and abs(float(w.attention.sum()) - 1) < 1e-4
+    starts = [w.start_s for w in result.events[0].windows]
+    assert np.allclose(np.diff(starts), 0.25)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -110,6 +111,92 @@ def features(
     if failed:
         err_console.print(f"{failed} of {len(paths)} file(s) could not be read")
         raise typer.Exit(code=1)
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+@app.command()
+def score(
+    paths: List[Path] = typer.Argument(..., help="Audio files and/or folders of audio files."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Write rows here: .csv (default format) or .jsonl. Default: CSV to stdout."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Also look in sub-folders."),
+    windows: bool = typer.Option(False, help="Add a row per analysis window (times in seconds)."),
+    jobs: int = typer.Option(0, help="Parallel processes (0: all cores)."),
+    resume: bool = typer.Option(False, help="Skip files that already have a row in --output and append the rest."),
+    model: Optional[Path] = typer.Option(None, help="An exported ser-edge model (default: the bundled one)."),
+    provider: str = typer.Option("cpu", help="cpu, cuda or auto."),
+) -> None:
+    """Label the emotion of every file: one row per file (label, per-class probabilities, duration).
+
+    A file that cannot be read (corrupt, empty, unsupported) gets an error row with the
+    reason and the run goes on. Exit code: 0 when every file was scored, 1 when any failed.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ser_edge.model import ModelError, OnnxModel
+    from ser_edge.scoring import RowWriter, collect_files, default_jobs, done_paths, drop_torn_line, score_files
+
+    if resume and output is None:
+        raise typer.BadParameter("--resume needs --output", param_hint="--resume")
+    try:
+        labels = OnnxModel(model, provider=provider).labels  # checks the model before any work
+    except (ModelError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    files = collect_files(paths, recursive)
+    if resume and output:
+        drop_torn_line(output)
+    skip = done_paths(output) if resume and output else set()
+    todo = [f for f in files if str(f) not in skip]
+    jsonl = output is not None and output.suffix.lower() == ".jsonl"
+    append = resume and output is not None and output.exists() and output.stat().st_size > 0
+    stream = output.open("a" if append else "w", encoding="utf-8", newline="") if output else sys.stdout
+    writer = RowWriter(stream, jsonl, labels, header=not append)
+    failed = 0
+    progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                        TimeElapsedColumn(), console=err_console, transient=output is None)
+    start = time.perf_counter()
+    try:
+        with progress:
+            task = progress.add_task("scoring", total=len(todo), rate="")
+            for n, rows in enumerate(score_files(todo, jobs or default_jobs(), str(model) if model else None,
+                                                 provider, windows), 1):
+                writer.write(rows)
+                failed += rows[0]["status"] == "error"
+                progress.update(task, advance=1, rate=f"{n / (time.perf_counter() - start):.1f} files/s")
+    finally:
+        if output:
+            stream.close()
+    err_console.print(f"{len(todo)} file(s) scored, {failed} failed"
+                      + (f", {len(files) - len(todo)} already in {output}" if skip else ""))
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def info(model: Optional[Path] = typer.Option(None, help="An exported ser-edge model (default: the bundled one)."),
+         provider: str = typer.Option("auto", help="cpu, cuda or auto.")) -> None:
+    """Show the model (card, labels, feature config, windows) and the available ONNX Runtime providers."""
+    from ser_edge.model import DEFAULT_MODEL, ModelError, OnnxModel
+
+    try:
+        m = OnnxModel(model, provider=provider)
+    except (ModelError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    console = Console()
+    table = Table(show_header=False)
+    for key in ("path", "precision", "labels", "window_s", "hop_s", "provider", "available_providers", "size_mb"):
+        table.add_row(key, str(m.info[key]))
+    table.add_row("feature config", m.feature_config.to_json())
+    if "note" in m.info:
+        table.add_row("note", m.info["note"])
+    console.print(table)
+    card = (model or DEFAULT_MODEL).with_name("MODEL_CARD.md") if model is None else None
+    if card is not None and card.is_file():
+        console.print(card.read_text())
 
 
 # ----------------------------------------------------------------------------- training

@@ -1,0 +1,139 @@
+"""Batch scoring of audio files: rows of results, in a deterministic order, with errors as rows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+import soundfile as sf
+
+__all__ = ["AUDIO_SUFFIXES", "RowWriter", "collect_files", "done_paths", "drop_torn_line", "score_files", "score_one"]
+
+#: File name endings that the scorer picks up in folders (what libsndfile reads).
+AUDIO_SUFFIXES = tuple(sorted({f".{k.lower()}" for k in sf.available_formats()} | {".oga", ".opus", ".aif"}))
+
+
+def collect_files(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
+    """Files given directly, plus the audio files in given folders; sorted, without duplicates."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            out += sorted(f for f in p.glob(pattern) if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+        else:
+            out.append(p)  # a missing or odd file still gets its error row
+    seen, unique = set(), []
+    for f in out:
+        if f not in seen:
+            seen.add(f)
+            unique.append(f)
+    return unique
+
+
+@dataclass
+class _Worker:
+    recognizer: object = None
+
+
+_worker = _Worker()
+
+
+def init_worker(model: Optional[str], provider: str) -> None:
+    """Per-process set-up: one recognizer, one ONNX Runtime thread (processes give the parallelism)."""
+    from ser_edge.recognizer import Recognizer
+
+    _worker.recognizer = Recognizer(model, provider=provider, threads=1)
+
+
+def score_one(path: Path, windows: bool = False) -> list[dict]:
+    """Rows for one file: the file's row, then (with `windows`) one row per analysis window."""
+    from ser_edge.audio import AudioError
+
+    rec = _worker.recognizer
+    base = {"path": str(path), "kind": "file"}
+    try:
+        result = rec.predict_file(path)
+    except AudioError as err:
+        return [{**base, "status": "error", "error": str(err)}]
+    except Exception as err:  # one bad file must not end the batch
+        return [{**base, "status": "error", "error": f"{type(err).__name__}: {err}"}]
+    row = {**base, "status": "ok", "duration_s": round(result.duration_s, 3), "label": result.label or "",
+           **{f"p_{k}": round(v, 4) for k, v in result.probabilities.items()}}
+    if result.label is None:
+        row["error"] = "no speech detected"
+    rows = [row]
+    if windows:
+        rows += [{"path": str(path), "kind": "window", "status": "ok", "start_s": round(w.start_s, 3),
+                  "end_s": round(w.end_s, 3), "label": w.label,
+                  **{f"p_{k}": round(v, 4) for k, v in w.probabilities.items()}} for w in result.windows]
+    return rows
+
+
+def drop_torn_line(output: Path) -> None:
+    """Cut a last line left half-written by an interrupted run, so appended rows start clean."""
+    if not output.is_file():
+        return
+    data = output.read_bytes()
+    if data and not data.endswith(b"\n"):
+        output.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def done_paths(output: Path) -> set[str]:
+    """Files that already have a row in an earlier (maybe interrupted) output."""
+    if not output.is_file():
+        return set()
+    text = output.read_text(encoding="utf-8")
+    if output.suffix.lower() == ".jsonl":
+        rows = []
+        for line in text.splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a half-written last line from an interruption
+    else:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    return {r["path"] for r in rows if r.get("kind") == "file" and r.get("path")}
+
+
+class RowWriter:
+    """Writes rows as they come: JSON lines, or CSV with a fixed header (labels known up front)."""
+
+    def __init__(self, stream, jsonl: bool, labels: Iterable[str], header: bool = True) -> None:
+        self._stream, self._jsonl = stream, jsonl
+        self._fields = ["path", "kind", "status", "label", *[f"p_{k}" for k in labels], "duration_s",
+                        "start_s", "end_s", "error"]
+        self._csv = None if jsonl else csv.DictWriter(stream, fieldnames=self._fields, extrasaction="ignore")
+        if self._csv and header:
+            self._csv.writeheader()
+
+    def write(self, rows: Iterable[dict]) -> None:
+        for row in rows:
+            if self._jsonl:
+                self._stream.write(json.dumps(row) + "\n")
+            else:
+                self._csv.writerow(row)
+        self._stream.flush()
+
+
+def score_files(files: Sequence[Path], jobs: int, model: Optional[str], provider: str,
+                windows: bool) -> Iterator[list[dict]]:
+    """Rows per file, in the order of `files`, computed by `jobs` processes."""
+    if jobs <= 1:
+        init_worker(model, provider)
+        for f in files:
+            yield score_one(f, windows)
+        return
+    import multiprocessing as mp
+    from functools import partial
+
+    with mp.get_context("spawn").Pool(jobs, initializer=init_worker, initargs=(model, provider)) as pool:
+        yield from pool.imap(partial(score_one, windows=windows), files, chunksize=1)
+
+
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

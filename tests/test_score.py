@@ -1,0 +1,101 @@
+"""`ser-edge score` and `ser-edge info` through typer's test runner."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from conftest import corpus_clips
+from ser_edge.cli import app
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.wav"
+runner = CliRunner()
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    """The demo clip, real clips when the corpora are here, and bad files."""
+    d = tmp_path / "clips"
+    (d / "sub").mkdir(parents=True)
+    shutil.copy(DEMO, d / "demo.wav")
+    for clip in (corpus_clips("urdu")[:2] + corpus_clips("emodb-2s")[:1]):
+        shutil.copy(clip, d / clip.name)
+    x, rate = sf.read(DEMO, dtype="float32")
+    sf.write(d / "sub" / "demo48.flac", x, rate)  # found only with --recursive
+    (d / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage")
+    (d / "empty.wav").write_bytes(b"")
+    sf.write(d / "short.wav", np.zeros(100, np.float32), 16000)
+    (d / "notes.txt").write_text("not audio, and not picked up")
+    return d
+
+
+def _csv(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_score_writes_a_row_per_file_with_errors_as_rows(folder, tmp_path):
+    out = tmp_path / "r.csv"
+    result = runner.invoke(app, ["score", str(folder), "-o", str(out), "--jobs", "1"])
+    assert result.exit_code == 1, result.output  # corrupt and empty files failed
+    rows = _csv(out.read_text())
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert set(by_name) == {"demo.wav", "corrupt.wav", "empty.wav", "short.wav"} | {
+        p.name for p in folder.glob("*.wav") if p.name not in ("corrupt.wav", "empty.wav", "short.wav", "demo.wav")}
+    assert by_name["corrupt.wav"]["status"] == "error" and "corrupt.wav" in by_name["corrupt.wav"]["error"]
+    assert "empty" in by_name["empty.wav"]["error"]
+    assert by_name["short.wav"]["status"] == "ok" and by_name["short.wav"]["error"] == "no speech detected"
+    demo = by_name["demo.wav"]
+    assert demo["label"] in ("angry", "happy", "neutral", "sad") and float(demo["duration_s"]) == pytest.approx(9.25, abs=0.01)
+    assert sum(float(demo[f"p_{k}"]) for k in ("angry", "happy", "neutral", "sad")) == pytest.approx(1, abs=1e-3)
+    assert [r["path"] for r in rows] == sorted(r["path"] for r in rows)  # deterministic order
+    assert "Traceback" not in result.output
+
+
+def test_jsonl_with_windows_and_recursion(folder, tmp_path):
+    out = tmp_path / "r.jsonl"
+    runner.invoke(app, ["score", str(folder), "-o", str(out), "--windows", "--recursive", "--jobs", "1"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert any(r["path"].endswith("demo48.flac") for r in rows)
+    windows = [r for r in rows if r["kind"] == "window" and r["path"].endswith("demo.wav")]
+    assert windows and all(0 <= r["start_s"] < r["end_s"] for r in windows)
+
+
+def test_parallel_output_equals_serial_output(folder, tmp_path):
+    serial, parallel = tmp_path / "s.csv", tmp_path / "p.csv"
+    runner.invoke(app, ["score", str(folder), "-o", str(serial), "--jobs", "1"])
+    runner.invoke(app, ["score", str(folder), "-o", str(parallel), "--jobs", "2"])
+    assert parallel.read_text() == serial.read_text()
+
+
+def test_resume_after_an_interrupted_run_loses_nothing(folder, tmp_path):
+    full = tmp_path / "full.csv"
+    runner.invoke(app, ["score", str(folder), "-o", str(full), "--jobs", "1"])
+    lines = full.read_text().splitlines(keepends=True)
+    partial = tmp_path / "partial.csv"
+    partial.write_text("".join(lines[:3]) + lines[3][:10])  # header, two rows, a torn third
+    result = runner.invoke(app, ["score", str(folder), "-o", str(partial), "--resume", "--jobs", "1"])
+    assert "already in" in result.output
+    rows = {r["path"]: r for r in _csv(partial.read_text()) if r.get("kind") == "file"}
+    assert set(rows) == {r["path"] for r in _csv(full.read_text())}
+
+
+def test_a_bad_model_is_refused_before_any_work(tmp_path):
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(b"nope")
+    result = runner.invoke(app, ["score", str(DEMO), "--model", str(bad)])
+    assert result.exit_code == 2 and "not a readable ONNX model" in result.output
+
+
+def test_info_shows_labels_config_and_providers():
+    result = runner.invoke(app, ["info", "--provider", "cpu"])
+    assert result.exit_code == 0, result.output
+    for text in ("angry", "CPUExecutionProvider", "sample_rate", "Research use only"):
+        assert text in result.output

@@ -175,6 +175,137 @@ def score(
         raise typer.Exit(code=1)
 
 
+PORTAUDIO_HELP = ("the PortAudio library is missing, which the microphone needs; on Debian/Ubuntu: "
+                  "sudo apt-get install libportaudio2 (macOS: brew install portaudio)")
+
+
+def _sounddevice():
+    try:
+        import sounddevice
+    except OSError as err:  # raised by sounddevice when libportaudio cannot be loaded
+        typer.echo(f"error: {PORTAUDIO_HELP} ({err})", err=True)
+        raise typer.Exit(code=2) from err
+    except ImportError as err:
+        typer.echo("error: the microphone needs the sounddevice package: pip install sounddevice", err=True)
+        raise typer.Exit(code=2) from err
+    return sounddevice
+
+
+def _input_device(sd, device: Optional[str]):
+    """The device index or name and its native rate; exits with a hint when there is none."""
+    spec = int(device) if device is not None and device.isdigit() else device
+    try:
+        found = sd.query_devices(spec, kind="input")
+    except (ValueError, sd.PortAudioError) as err:
+        what = f"input device {device!r}" if device is not None else "a default input device"
+        typer.echo(f"error: no {what} ({err}); list them with: ser-edge listen --list-devices", err=True)
+        raise typer.Exit(code=2) from err
+    if found["max_input_channels"] < 1:
+        typer.echo(f"error: {found['name']!r} has no input channels; choose another with --device", err=True)
+        raise typer.Exit(code=2)
+    return spec, int(found["default_samplerate"]), found["name"]
+
+
+@app.command()
+def listen(
+    device: Optional[str] = typer.Option(None, help="Input device, by name or index (see --list-devices)."),
+    list_devices: bool = typer.Option(False, "--list-devices", help="List the input devices and exit."),
+    json_lines: bool = typer.Option(False, "--json", help="Print one JSON event per line instead of the live view."),
+    duration: Optional[float] = typer.Option(None, help="Stop after this many seconds of audio."),
+    model: Optional[Path] = typer.Option(None, help="An exported ser-edge model (default: the bundled one)."),
+    provider: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    window_s: Optional[float] = typer.Option(None, help="Analysis window in seconds (default: the model's)."),
+    hop_s: Optional[float] = typer.Option(None, help="Hop between windows in seconds (default: the model's)."),
+) -> None:
+    """Classify the emotion of live speech from the microphone.
+
+    Opens the input device at its native rate (resampled in the stream). The live view
+    shows the current label, a bar per class, speech/silence and the time; --json prints
+    one event per speech segment instead. Ctrl-C stops with a summary.
+    """
+    import queue
+
+    sd = _sounddevice()
+    if list_devices:
+        table = Table(title="input devices")
+        for column in ("index", "name", "channels", "default rate Hz"):
+            table.add_column(column)
+        for i, d in enumerate(sd.query_devices()):
+            if d["max_input_channels"] > 0:
+                table.add_row(str(i), d["name"], str(d["max_input_channels"]), f"{d['default_samplerate']:.0f}")
+        Console().print(table)
+        return
+    from ser_edge.model import ModelError
+    from ser_edge.stream import StreamRecognizer
+
+    spec, rate, name = _input_device(sd, device)
+    chunks: queue.Queue = queue.Queue()
+    overflows = 0
+
+    def callback(data, frames, when, status) -> None:  # PortAudio's thread: hand over, nothing more
+        nonlocal overflows
+        if status.input_overflow:
+            overflows += 1
+        chunks.put(data[:, 0].copy())
+
+    events, latest = [], {}
+    try:
+        stream = StreamRecognizer(str(model) if model else None, window_s=window_s, hop_s=hop_s, provider=provider,
+                                  on_window=lambda w: latest.update(window=w))
+    except (ModelError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+
+    def on_events(new) -> None:
+        for e in new:
+            events.append(e)
+            if json_lines:
+                print(json.dumps({"start_s": round(e.start_s, 3), "end_s": round(e.end_s, 3), "label": e.label,
+                                  "probabilities": {k: round(v, 4) for k, v in e.probabilities.items()}}), flush=True)
+
+    def view():
+        from rich.panel import Panel
+
+        w = latest.get("window")
+        grid = Table.grid(padding=(0, 1))
+        for label in stream.model.labels:
+            p = w.probabilities[label] if w else 0.0
+            grid.add_row(f"{label:>8s}", "█" * int(round(30 * p)) + "·" * (30 - int(round(30 * p))), f"{p:.2f}")
+        state = "[green]speech[/green]" if stream.in_speech else "[dim]silence[/dim]"
+        title = f"{w.label if w else '…'}  |  {state}  |  {stream.seconds:6.1f} s  |  {name}"
+        return Panel(grid, title=title, subtitle="Ctrl-C to stop")
+
+    try:
+        audio = sd.InputStream(device=spec, samplerate=rate, channels=1, dtype="float32", callback=callback)
+    except sd.PortAudioError as err:
+        typer.echo(f"error: cannot open {name!r} at {rate} Hz ({err}); choose another device with --device", err=True)
+        raise typer.Exit(code=2) from err
+    from rich.live import Live
+
+    live = None if json_lines else Live(view(), console=err_console, refresh_per_second=8)
+    try:
+        with audio:
+            if live:
+                live.start()
+            while duration is None or stream.seconds < duration:
+                try:
+                    chunk = chunks.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                on_events(stream.push(chunk, rate))
+                if live:
+                    live.update(view())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if live:
+            live.stop()
+    on_events(stream.close())
+    counts = {label: sum(e.label == label for e in events) for label in stream.model.labels}
+    err_console.print(f"listened {stream.seconds:.1f} s: {len(events)} speech segment(s) {counts}; "
+                      f"input overflows: {overflows}")
+
+
 @app.command()
 def info(model: Optional[Path] = typer.Option(None, help="An exported ser-edge model (default: the bundled one)."),
          provider: str = typer.Option("auto", help="cpu, cuda or auto.")) -> None:

@@ -120,6 +120,16 @@ class StreamRecognizer:
         self._windows: list[Window] = []
         self._closed = False
 
+    @property
+    def in_speech(self) -> bool:
+        """Whether a speech segment is open (for live displays)."""
+        return self._segment is not None
+
+    @property
+    def seconds(self) -> float:
+        """Audio consumed so far, in seconds (at the features' rate)."""
+        return self._frame * self._hop_s
+
     # ---------------------------------------------------------------- input
 
     def push(self, samples: npt.ArrayLike, sample_rate: int) -> list[Event]:

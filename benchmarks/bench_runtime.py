@@ -107,7 +107,7 @@ def main() -> int:
         print(f"| int8 speed-up over fp32 | {latency['fp32'] / latency['int8']:.2f}x | >= 2x |")
     print(f"| real-time factor, whole pipeline, 1 core (hop 0.5 s) | {rtf:.4f} | <= 0.01 |")
     print(f"| windows scored / speech events | {windows} / {len(events)} | |")
-    print(f"| int8 model size | {DEFAULT_MODEL.stat().st_size / 1e6:.2f} MB | <= 2 MB (issue 6) |")
+    print(f"| int8 model size | {DEFAULT_MODEL.stat().st_size / 1e6:.2f} MB | <= 2 MB |")
     if "fp32" in latency:
         print(f"| fp32 model size | {args.fp32.stat().st_size / 1e6:.2f} MB | |")
     print(f"| peak RSS of a process running a StreamRecognizer | {rss:.0f} MB | <= 150 MB |")

@@ -38,7 +38,7 @@ def write_markdown(results: dict, path: Path) -> None:
         "",
         "## Within-corpus",
         "",
-        f"| corpus | classes | protocol | UAR | WA | macro-F1 | fold UAR mean ± sd | papers (their protocol) |",
+        "| corpus | classes | protocol | UAR | WA | macro-F1 | fold UAR mean ± sd | papers (their protocol) |",
         "|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for key, name in (("urdu", "URDU"), ("emodb", "EmoDB (2-s copy)")):

@@ -325,7 +325,7 @@ def info(model: Optional[Path] = typer.Option(None, help="An exported ser-edge m
     if "note" in m.info:
         table.add_row("note", m.info["note"])
     console.print(table)
-    card = (model or DEFAULT_MODEL).with_name("MODEL_CARD.md") if model is None else None
+    card = DEFAULT_MODEL.with_name("MODEL_CARD.md") if model is None else None
     if card is not None and card.is_file():
         console.print(card.read_text())
 

@@ -20,6 +20,7 @@ from ser_edge.features import FeatureConfig
 
 __all__ = ["DEFAULT_MODEL", "ModelError", "OnnxModel"]
 
+#: Version of the exported-model contract, stored in every model's metadata.
 MODEL_FORMAT = "ser-edge-onnx-1"
 PROVIDERS = ("cpu", "cuda", "auto")
 

@@ -6,12 +6,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 import numpy.typing as npt
 
 from ser_edge.audio import read, to_mono
 from ser_edge.model import OnnxModel
-from ser_edge.stream import Event, StreamRecognizer, VadConfig, Window
+from ser_edge.stream import Event, StreamRecognizer, VadConfig, Window, summarise
 
 __all__ = ["Prediction", "Recognizer"]
 
@@ -51,12 +50,10 @@ class Recognizer:
         self._stream.reset()
         events = self._stream.push(x, sample_rate) + self._stream.close()
         windows = [w for e in events for w in e.windows]
-        labels = self.model.labels
         if not windows:
             return Prediction(None, {}, len(x) / sample_rate, [], events)
-        mean = np.mean([[w.probabilities[label] for label in labels] for w in windows], axis=0)
-        return Prediction(labels[int(mean.argmax())], {label: float(p) for label, p in zip(labels, mean)},
-                          len(x) / sample_rate, windows, events)
+        label, probabilities = summarise(windows, self.model.labels)
+        return Prediction(label, probabilities, len(x) / sample_rate, windows, events)
 
     def predict_file(self, path: str | os.PathLike[str]) -> Prediction:
         """Label an audio file (any format libsndfile reads); raises AudioError if it cannot be read."""

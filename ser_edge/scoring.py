@@ -27,12 +27,7 @@ def collect_files(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
             out += sorted(f for f in p.glob(pattern) if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
         else:
             out.append(p)  # a missing or odd file still gets its error row
-    seen, unique = set(), []
-    for f in out:
-        if f not in seen:
-            seen.add(f)
-            unique.append(f)
-    return unique
+    return list(dict.fromkeys(out))
 
 
 @dataclass

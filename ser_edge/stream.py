@@ -55,6 +55,16 @@ class Event:
     windows: list[Window] = field(repr=False)
 
 
+def as_probabilities(labels: list[str], p: np.ndarray) -> dict[str, float]:
+    return {label: float(v) for label, v in zip(labels, p)}
+
+
+def summarise(windows: list[Window], labels: list[str]) -> tuple[str, dict[str, float]]:
+    """The decision over several windows: the label of the mean probabilities, and those."""
+    mean = np.mean([[w.probabilities[label] for label in labels] for w in windows], axis=0)
+    return labels[int(mean.argmax())], as_probabilities(labels, mean)
+
+
 class _FrameEnergy:
     """Per-frame energy in dBFS, framed exactly like the features (frame i = [i*hop, i*hop+L))."""
 
@@ -93,7 +103,7 @@ class StreamRecognizer:
         self.on_event, self.on_window, self.vad = on_event, on_window, vad
         config = self.model.feature_config
         self._rate = config.sample_rate
-        self._hop_s = config.hop_length / config.sample_rate
+        self._hop_s = config.hop_s
         self.window_s = float(window_s if window_s is not None else self.model.window_s)
         self.hop_s = float(hop_s if hop_s is not None else self.model.hop_s)
         if not (self.window_s > 0 and self.hop_s > 0):
@@ -190,7 +200,7 @@ class StreamRecognizer:
         start = (self._segment_start + a) * self._hop_s
         end = (self._segment_start + b - 1) * self._hop_s + self.model.feature_config.frame_s
         window = Window(start, end, self.model.labels[int(probs.argmax())],
-                        {label: float(p) for label, p in zip(self.model.labels, probs)}, attention)
+                        as_probabilities(self.model.labels, probs), attention)
         self._windows.append(window)
         if self.on_window:
             self.on_window(window)
@@ -204,11 +214,10 @@ class StreamRecognizer:
         if segment_len >= self._min_speech:
             if not self._windows:
                 self._score(0, segment_len)
-            mean = np.mean([[w.probabilities[label] for label in self.model.labels] for w in self._windows], axis=0)
+            label, probabilities = summarise(self._windows, self.model.labels)
             event = Event(self._segment_start * self._hop_s,
                           (self._segment_start + segment_len - 1) * self._hop_s + self.model.feature_config.frame_s,
-                          self.model.labels[int(mean.argmax())],
-                          {label: float(p) for label, p in zip(self.model.labels, mean)}, self._windows)
+                          label, probabilities, self._windows)
             if self.on_event:
                 self.on_event(event)
             events.append(event)

@@ -20,12 +20,11 @@ from typing import Optional
 import torch
 
 from ser_edge.features import FeatureConfig
+from ser_edge.model import MODEL_FORMAT
 from ser_edge.training.model import BiLstmAttention, ModelConfig
 
 __all__ = ["MODEL_FORMAT", "export_onnx", "load_checkpoint", "quantise_int8"]
 
-#: Version of the exported-model contract, stored in every model's metadata.
-MODEL_FORMAT = "ser-edge-onnx-1"
 OPSET = 17
 
 

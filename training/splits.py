@@ -24,6 +24,13 @@ def _by_group(groups: Sequence[str]) -> dict[str, list[int]]:
     return dict(members)
 
 
+def _fold(test_idx: np.ndarray, n: int) -> Fold:
+    """(the other indices, test_idx) for n items."""
+    mask = np.ones(n, dtype=bool)
+    mask[test_idx] = False
+    return np.flatnonzero(mask), test_idx
+
+
 def grouped_kfold(groups: Sequence[str], k: int = 10, seed: int = 0) -> list[Fold]:
     """k folds grouped by speaker, balanced by clip count.
 
@@ -44,27 +51,13 @@ def grouped_kfold(groups: Sequence[str], k: int = 10, seed: int = 0) -> list[Fol
     for g in order:
         smallest = min(range(k), key=lambda f: (len(folds[f]), f))
         folds[smallest].extend(members[g])
-    n = len(groups)
-    out = []
-    for test in folds:
-        test_idx = np.array(sorted(test), dtype=np.int64)
-        mask = np.ones(n, dtype=bool)
-        mask[test_idx] = False
-        out.append((np.flatnonzero(mask), test_idx))
-    return out
+    return [_fold(np.array(sorted(test), dtype=np.int64), len(groups)) for test in folds]
 
 
 def leave_one_speaker_out(groups: Sequence[str]) -> list[Fold]:
     """One fold per speaker: that speaker's clips are the test set."""
     members = _by_group(groups)
-    n = len(groups)
-    out = []
-    for g in sorted(members):
-        test_idx = np.array(members[g], dtype=np.int64)
-        mask = np.ones(n, dtype=bool)
-        mask[test_idx] = False
-        out.append((np.flatnonzero(mask), test_idx))
-    return out
+    return [_fold(np.array(members[g], dtype=np.int64), len(groups)) for g in sorted(members)]
 
 
 def adaptation_split(groups: Sequence[str], fraction: float, seed: int = 0,
@@ -157,7 +150,4 @@ def validation_split(groups: Sequence[str], labels: Sequence[int], fraction: flo
             best, best_score = sorted(chosen), score
     if best is None:
         raise ValueError("no speaker-disjoint validation split leaves speakers for training")
-    val = np.array(best, dtype=np.int64)
-    mask = np.ones(len(groups), dtype=bool)
-    mask[val] = False
-    return np.flatnonzero(mask), val
+    return _fold(np.array(best, dtype=np.int64), len(groups))

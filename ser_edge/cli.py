@@ -116,6 +116,18 @@ def features(
 # ----------------------------------------------------------------------------- scoring
 
 
+@contextlib.contextmanager
+def _model_errors():
+    """A model that cannot be used (or a bad provider/window option) ends the command with its message."""
+    from ser_edge.model import ModelError
+
+    try:
+        yield
+    except (ModelError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+
+
 @app.command()
 def score(
     paths: List[Path] = typer.Argument(..., help="Audio files and/or folders of audio files."),
@@ -135,16 +147,13 @@ def score(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ser_edge.model import ModelError, OnnxModel
+    from ser_edge.model import OnnxModel
     from ser_edge.scoring import RowWriter, collect_files, default_jobs, done_paths, drop_torn_line, score_files
 
     if resume and output is None:
         raise typer.BadParameter("--resume needs --output", param_hint="--resume")
-    try:
+    with _model_errors():
         labels = OnnxModel(model, provider=provider).labels  # checks the model before any work
-    except (ModelError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from err
     files = collect_files(paths, recursive)
     if resume and output:
         drop_torn_line(output)
@@ -235,7 +244,6 @@ def listen(
                 table.add_row(str(i), d["name"], str(d["max_input_channels"]), f"{d['default_samplerate']:.0f}")
         Console().print(table)
         return
-    from ser_edge.model import ModelError
     from ser_edge.stream import StreamRecognizer
 
     spec, rate, name = _input_device(sd, device)
@@ -249,12 +257,9 @@ def listen(
         chunks.put(data[:, 0].copy())
 
     events, latest = [], {}
-    try:
+    with _model_errors():
         stream = StreamRecognizer(str(model) if model else None, window_s=window_s, hop_s=hop_s, provider=provider,
                                   on_window=lambda w: latest.update(window=w))
-    except (ModelError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from err
 
     def on_events(new) -> None:
         for e in new:
@@ -310,13 +315,10 @@ def listen(
 def info(model: Optional[Path] = typer.Option(None, help="An exported ser-edge model (default: the bundled one)."),
          provider: str = typer.Option("auto", help="cpu, cuda or auto.")) -> None:
     """Show the model (card, labels, feature config, windows) and the available ONNX Runtime providers."""
-    from ser_edge.model import DEFAULT_MODEL, ModelError, OnnxModel
+    from ser_edge.model import DEFAULT_MODEL, OnnxModel
 
-    try:
+    with _model_errors():
         m = OnnxModel(model, provider=provider)
-    except (ModelError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from err
     console = Console()
     table = Table(show_header=False)
     for key in ("path", "precision", "labels", "window_s", "hop_s", "provider", "available_providers", "size_mb"):

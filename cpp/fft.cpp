@@ -1,7 +1,6 @@
 #include "fft.hpp"
 
 #include <cmath>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>

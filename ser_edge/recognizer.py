@@ -6,9 +6,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 import numpy.typing as npt
 
-from ser_edge.audio import read, to_mono
+from ser_edge.audio import read
 from ser_edge.model import OnnxModel
 from ser_edge.stream import Event, StreamRecognizer, VadConfig, Window, summarise
 
@@ -46,14 +47,14 @@ class Recognizer:
 
     def predict(self, samples: npt.ArrayLike, sample_rate: int) -> Prediction:
         """Label a recording given as samples (1-D, or [frames, channels]) at `sample_rate` Hz."""
-        x = to_mono(samples)
         self._stream.reset()
-        events = self._stream.push(x, sample_rate) + self._stream.close()
+        events = self._stream.push(samples, sample_rate) + self._stream.close()  # push mixes to mono
+        duration_s = np.shape(samples)[0] / sample_rate
         windows = [w for e in events for w in e.windows]
         if not windows:
-            return Prediction(None, {}, len(x) / sample_rate, [], events)
+            return Prediction(None, {}, duration_s, [], events)
         label, probabilities = summarise(windows, self.model.labels)
-        return Prediction(label, probabilities, len(x) / sample_rate, windows, events)
+        return Prediction(label, probabilities, duration_s, windows, events)
 
     def predict_file(self, path: str | os.PathLike[str]) -> Prediction:
         """Label an audio file (any format libsndfile reads); raises AudioError if it cannot be read."""

@@ -140,6 +140,8 @@ py::dict config_to_dict(const FeatureConfig& c) {
     d["mfcc_include_c0"] = c.mfcc_include_c0;
     d["power_floor"] = c.power_floor;
     d["log_floor"] = c.log_floor;
+    d["f0_min"] = c.f0_min;
+    d["f0_max"] = c.f0_max;
     d["blocks"] = py::list(py::cast(c.blocks));
     return d;
 }
@@ -178,6 +180,8 @@ FeatureConfig config_from(const FeatureConfig& base, const py::dict& fields) {
     take(d, "mfcc_include_c0", c.mfcc_include_c0);
     take(d, "power_floor", c.power_floor);
     take(d, "log_floor", c.log_floor);
+    take(d, "f0_min", c.f0_min);
+    take(d, "f0_max", c.f0_max);
     if (d.contains("blocks") && py::isinstance<py::str>(d["blocks"]))
         throw py::type_error("FeatureConfig.blocks: expected a list of block names, got a string");
     take(d, "blocks", c.blocks);
@@ -288,7 +292,7 @@ py::dict build_info() {
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "ser-edge feature core: framing, window, real FFT, mel filterbank, DCT, streaming.";
+    m.doc() = "ser-edge feature core: framing, window, real FFT, mel filterbank, DCT, YIN pitch, streaming.";
 
     py::register_exception_translator([](std::exception_ptr p) {
         try {
@@ -305,6 +309,19 @@ Defaults: 16 kHz, 25 ms frames (400 samples) every 10 ms (160), n_fft 512, symme
 Hamming window, 40 HTK mel filters from 0 to 8000 Hz without area normalisation, MFCC
 c1..c13 (orthonormal DCT-II of ln mel energies), blocks [spectrogram (dB), mfcc] = 270
 values per frame. Create changed copies with replace(); serialise with to_json().
+
+Blocks, concatenated per frame in the order listed: "spectrogram" (n_fft/2 + 1 values, dB),
+"logmel" (n_mels, ln), "mfcc" (n_mfcc) and "prosody" (3 values from the raw, un-windowed
+frame, no look-ahead):
+  [0] ln F0, F0 in Hz estimated by YIN (threshold 0.1 on the cumulative-mean-normalised
+      difference d', lags sample_rate/f0_max .. sample_rate/f0_min, parabolic refinement);
+      ln(f0_min) when the frame is unvoiced (no lag's d' below 0.1: silence, noise);
+  [1] voicing 1 - d' at the chosen lag, clipped to [0, 1] (1 = perfectly periodic);
+  [2] ln(max(mean square of the frame, log_floor)).
+f0_min (default 80 Hz) and f0_max (400 Hz) bound the F0 search; with prosody enabled
+frame_length must be >= 2 * ceil(sample_rate / f0_min) (lags plus YIN's integration
+window), which is why 80 Hz, not lower, is the default for 400-sample frames at 16 kHz.
+A model file written before these fields existed loads with the defaults.
 )doc")
         .def(py::init([](const py::kwargs& kw) { return config_from(FeatureConfig(), kw); }),
              "FeatureConfig(**fields): any field may be given by keyword; the rest keep their defaults.")
@@ -337,6 +354,8 @@ values per frame. Create changed copies with replace(); serialise with to_json()
         .def_readonly("mfcc_include_c0", &FeatureConfig::mfcc_include_c0)
         .def_readonly("power_floor", &FeatureConfig::power_floor)
         .def_readonly("log_floor", &FeatureConfig::log_floor)
+        .def_readonly("f0_min", &FeatureConfig::f0_min, "Hz, lowest F0 of the prosody block; its unvoiced ln F0 is ln(f0_min)")
+        .def_readonly("f0_max", &FeatureConfig::f0_max, "Hz, highest F0 of the prosody block")
         .def_property_readonly("blocks", [](const FeatureConfig& c) { return py::tuple(py::cast(c.blocks)); })
         .def_property_readonly("dim", &FeatureConfig::dim, "values per frame")
         .def_property_readonly("n_bins", &FeatureConfig::n_bins, "power-spectrum bins, n_fft/2 + 1")

@@ -7,11 +7,12 @@
 #include <stdexcept>
 
 #include "fft.hpp"
+#include "pitch.hpp"
 
 namespace ser_edge {
 namespace {
 
-const char* const kBlocks[] = {"spectrogram", "logmel", "mfcc"};
+const char* const kBlocks[] = {"spectrogram", "logmel", "mfcc", "prosody"};
 
 [[noreturn]] void bad(const std::string& field, const std::string& why) {
     throw std::invalid_argument("FeatureConfig." + field + ": " + why);
@@ -58,12 +59,16 @@ void FeatureConfig::validate() const {
         bad("power_floor", "must be a normal float32 in [1.2e-38, 3.4e38], got " + num(power_floor));
     if (!(log_floor >= FLT_MIN && log_floor <= FLT_MAX))
         bad("log_floor", "must be a normal float32 in [1.2e-38, 3.4e38], got " + num(log_floor));
+    if (!(f0_min > 0.0)) bad("f0_min", "must be > 0 Hz, got " + num(f0_min));
+    if (!(f0_max > f0_min)) bad("f0_max", "must be > f0_min (" + num(f0_min) + " Hz), got " + num(f0_max));
+    if (f0_max > sample_rate / 2.0)
+        bad("f0_max", "must be <= sample_rate / 2 (" + num(sample_rate / 2.0) + " Hz), got " + num(f0_max));
     if (n_mels < 1 || n_mels > kMaxMels)
         bad("n_mels", "must be in 1.." + std::to_string(kMaxMels) + ", got " + std::to_string(n_mels));
-    if (blocks.empty()) bad("blocks", "no block enabled; choose from spectrogram, logmel, mfcc");
+    if (blocks.empty()) bad("blocks", "no block enabled; choose from spectrogram, logmel, mfcc, prosody");
     for (std::size_t i = 0; i < blocks.size(); ++i) {
         if (!is_known_block(blocks[i]))
-            bad("blocks", "unknown block '" + blocks[i] + "'; choose from spectrogram, logmel, mfcc");
+            bad("blocks", "unknown block '" + blocks[i] + "'; choose from spectrogram, logmel, mfcc, prosody");
         for (std::size_t j = 0; j < i; ++j)
             if (blocks[j] == blocks[i]) bad("blocks", "block '" + blocks[i] + "' listed twice");
     }
@@ -73,6 +78,15 @@ void FeatureConfig::validate() const {
         if (n_mfcc <= 0 || n_mfcc > available)
             bad("n_mfcc", "must be in 1.." + std::to_string(available) + " for n_mels=" +
                               std::to_string(n_mels) + ", got " + std::to_string(n_mfcc));
+    }
+    if (has_block("prosody") && !YinPitch::fits(sample_rate, f0_min, frame_length)) {
+        const int half = frame_length / 2;
+        bad("f0_min", "must be >= " + num(half > 0 ? sample_rate / static_cast<double>(half) : HUGE_VAL) +
+                          " Hz for the prosody block with frame_length=" + std::to_string(frame_length) + " at " +
+                          std::to_string(sample_rate) +
+                          " Hz (YIN needs frame_length >= 2 * ceil(sample_rate / f0_min): the lag range plus an "
+                          "integration window as long); raise f0_min or use frame_length >= " +
+                          num(2.0 * std::ceil(sample_rate / f0_min)) + ", got " + num(f0_min));
     }
 }
 
@@ -84,6 +98,7 @@ int FeatureConfig::block_dim(const std::string& block) const {
     if (block == "spectrogram") return n_bins();
     if (block == "logmel") return n_mels;
     if (block == "mfcc") return n_mfcc;
+    if (block == "prosody") return 3;
     throw std::invalid_argument("unknown block '" + block + "'");
 }
 
@@ -118,7 +133,8 @@ bool FeatureConfig::operator==(const FeatureConfig& o) const {
            hop_length == o.hop_length && n_fft == o.n_fft && window == o.window &&
            n_mels == o.n_mels && fmin == o.fmin && fmax == o.fmax && mel_scale == o.mel_scale &&
            mel_norm == o.mel_norm && n_mfcc == o.n_mfcc && mfcc_include_c0 == o.mfcc_include_c0 &&
-           power_floor == o.power_floor && log_floor == o.log_floor && blocks == o.blocks;
+           power_floor == o.power_floor && log_floor == o.log_floor && f0_min == o.f0_min &&
+           f0_max == o.f0_max && blocks == o.blocks;
 }
 
 }  // namespace ser_edge

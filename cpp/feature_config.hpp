@@ -12,6 +12,13 @@ namespace ser_edge {
 //   "logmel":      ln(max(E_m, log_floor)) for the n_mels mel energies
 //   "mfcc":        orthonormal DCT-II of the log-mel vector, n_mfcc coefficients
 //                  starting at c1 (or c0 when mfcc_include_c0)
+//   "prosody":     3 values from the raw (un-windowed) frame, see pitch.hpp for YIN:
+//                  [0] ln F0 (F0 in Hz) of the YIN lag; ln(f0_min) when the frame is unvoiced
+//                      (no lag's d' below 0.1: silence, noise); a voiced F0 may fall a little
+//                      outside [f0_min, f0_max] through the sub-sample refinement;
+//                  [1] voicing 1 - d'(tau) at the chosen lag, clipped to [0, 1]
+//                      (1 = perfectly periodic), also for unvoiced frames;
+//                  [2] ln(max(mean of x^2 over the frame, log_floor))
 struct FeatureConfig {
     static constexpr int kMaxMels = 4096;
 
@@ -28,7 +35,12 @@ struct FeatureConfig {
     int n_mfcc = 13;
     bool mfcc_include_c0 = false;
     double power_floor = 1e-10;   // floor on the power spectrum before dB
-    double log_floor = 1e-10;     // floor on mel energies before ln
+    double log_floor = 1e-10;     // floor on mel energies and prosody's frame energy before ln
+    // Prosody's F0 search range, Hz. The lags sample_rate/f0_max .. sample_rate/f0_min and
+    // YIN's integration window must fit the frame: frame_length >= 2 * ceil(sample_rate / f0_min),
+    // hence 80 Hz (not lower) for 400-sample frames at 16 kHz.
+    double f0_min = 80.0;
+    double f0_max = 400.0;
     std::vector<std::string> blocks = {"spectrogram", "mfcc"};
 
     // Throws std::invalid_argument naming the first bad field.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cmath>
 
 #include "fastmath.hpp"
 #include "simd.hpp"
@@ -40,6 +41,16 @@ void scaled_log(const float* SER_EDGE_RESTRICT x, int n, float floor, float scal
     }
 }
 
+// ln(clamp(mean of x^2, floor, FLT_MAX)): the energy of the prosody block, summed in double
+// so that no finite input overflows.
+float log_energy(const float* x, int n, float floor) {
+    double sum = 0.0;
+    for (int i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+    const double mean = sum / n;
+    const float v = mean > FLT_MAX ? FLT_MAX : static_cast<float>(mean);
+    return fast_ln(v >= floor ? v : floor);
+}
+
 }  // namespace
 
 FrameProcessor::FrameProcessor(const FeatureConfig& config)
@@ -50,11 +61,15 @@ FrameProcessor::FrameProcessor(const FeatureConfig& config)
     if (config_.has_block("mfcc")) {
         dct_ = std::make_unique<Dct>(config_.n_mels, config_.mfcc_include_c0 ? 0 : 1, config_.n_mfcc);
     }
+    if (config_.has_block("prosody"))
+        pitch_ = std::make_unique<YinPitch>(config_.sample_rate, config_.f0_min, config_.f0_max, config_.frame_length);
+    spectral_ = config_.has_block("spectrogram") || need_mel;
     int at = 0;
     for (const auto& b : config_.blocks) {
         if (b == "spectrogram") spec_at_ = at;
         if (b == "logmel") logmel_at_ = at;
         if (b == "mfcc") mfcc_at_ = at;
+        if (b == "prosody") prosody_at_ = at;
         at += config_.block_dim(b);
     }
     const int n_bins = config_.n_bins();
@@ -71,6 +86,11 @@ FrameProcessor::FrameProcessor(const FeatureConfig& config)
 }
 
 void FrameProcessor::compute(const float* frame, float* out) {
+    if (spectral_) compute_spectral(frame, out);
+    if (pitch_) compute_prosody(frame, out + prosody_at_);
+}
+
+void FrameProcessor::compute_spectral(const float* frame, float* out) {
     const int n_bins = config_.n_bins();
     apply_window(frame, window_.data(), config_.frame_length, padded_.data());
     fft_.forward(padded_.data(), re_.data(), im_.data(), work_.data());
@@ -83,6 +103,14 @@ void FrameProcessor::compute(const float* frame, float* out) {
         scaled_log(energies_.data(), config_.n_mels, static_cast<float>(config_.log_floor), 1.0f, log_mel);
         if (dct_) dct_->apply(log_mel, out + mfcc_at_);
     }
+}
+
+void FrameProcessor::compute_prosody(const float* frame, float* out) {
+    const YinPitch::Estimate e = pitch_->estimate(frame);
+    const double f0 = e.voiced ? config_.sample_rate / e.period : config_.f0_min;
+    out[0] = static_cast<float>(std::log(f0));
+    out[1] = static_cast<float>(e.voicing);
+    out[2] = log_energy(frame, config_.frame_length, static_cast<float>(config_.log_floor));
 }
 
 void FrameProcessor::compute_frames(const float* signal, std::size_t n_frames, float* out) {

@@ -25,6 +25,8 @@ class FeatureConfig:
         mfcc_include_c0: bool = False,
         power_floor: float = 1e-10,
         log_floor: float = 1e-10,
+        f0_min: float = 80.0,
+        f0_max: float = 400.0,
         blocks: list[str] = ["spectrogram", "mfcc"],
     ) -> None: ...
     @staticmethod
@@ -66,6 +68,10 @@ class FeatureConfig:
     def power_floor(self) -> float: ...
     @property
     def log_floor(self) -> float: ...
+    @property
+    def f0_min(self) -> float: ...
+    @property
+    def f0_max(self) -> float: ...
     @property
     def blocks(self) -> tuple[str, ...]: ...
     @property

@@ -15,6 +15,7 @@ def test_defaults_are_the_design_values():
     assert (c.sample_rate, c.frame_length, c.hop_length, c.n_fft) == (16000, 400, 160, 512)
     assert (c.window, c.n_mels, c.fmin, c.fmax, c.mel_scale, c.mel_norm) == ("hamming", 40, 0.0, 8000.0, "htk", "none")
     assert (c.n_mfcc, c.mfcc_include_c0, c.power_floor, c.log_floor) == (13, False, 1e-10, 1e-10)
+    assert (c.f0_min, c.f0_max) == (80.0, 400.0)
     assert c.blocks == ("spectrogram", "mfcc")
     assert c.dim == 270 and c.n_bins == 257
     assert c.frame_s == pytest.approx(0.025) and c.hop_s == pytest.approx(0.010)
@@ -60,11 +61,39 @@ def test_presets():
         ({"n_mels": -1, "blocks": ["spectrogram"]}, "n_mels"),
         ({"n_mels": 2**31 - 1, "blocks": ["spectrogram"]}, "n_mels"),
         ({"n_mels": 1}, "n_mels"),
+        ({"f0_min": 0.0}, "f0_min"),
+        ({"f0_min": float("nan")}, "f0_min"),
+        ({"f0_max": 80.0}, "f0_max"),
+        ({"f0_min": 300.0, "f0_max": 200.0}, "f0_max"),
+        ({"f0_max": 8000.5}, "f0_max"),
+        ({"f0_min": 79.9, "blocks": ["prosody"]}, "f0_min"),
+        ({"frame_length": 399, "blocks": ["mfcc", "prosody"]}, "f0_min"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_field(fields, field):
     with pytest.raises(ValueError, match=rf"^FeatureConfig\.{field}: "):
         FeatureConfig(**fields)
+
+
+def test_prosody_block_adds_three_values_in_any_order():
+    c = FeatureConfig(blocks=["spectrogram", "prosody", "mfcc"])
+    assert c.dim == FeatureConfig().dim + 3
+    assert c.block_slices() == {"spectrogram": slice(0, 257, 1), "prosody": slice(257, 260, 1), "mfcc": slice(260, 273, 1)}
+    assert FeatureConfig(blocks=["prosody"]).dim == 3
+
+
+def test_prosody_frame_constraint_names_the_fix():
+    with pytest.raises(ValueError, match=r"^FeatureConfig\.f0_min: must be >= 80 Hz .*frame_length >= 534, got 60$"):
+        FeatureConfig(f0_min=60.0, blocks=["prosody"])
+    # Without the prosody block the F0 range is not tied to the frame.
+    assert FeatureConfig(f0_min=60.0).f0_min == 60.0
+    assert FeatureConfig(f0_min=60.0, frame_length=534, n_fft=1024, blocks=["prosody"]).dim == 3
+
+
+def test_json_without_the_prosody_fields_loads_with_their_defaults():
+    fields = FeatureConfig(blocks=["logmel"]).to_dict()
+    del fields["f0_min"], fields["f0_max"]
+    assert FeatureConfig.from_json(json.dumps(fields)) == FeatureConfig(blocks=["logmel"])
 
 
 def test_unknown_and_mistyped_fields_are_rejected():
@@ -78,6 +107,8 @@ def test_unknown_and_mistyped_fields_are_rejected():
         FeatureConfig(mfcc_include_c0=0.5)
     with pytest.raises(TypeError, match="FeatureConfig.window"):
         FeatureConfig(window=b"hann")
+    with pytest.raises(TypeError, match="FeatureConfig.f0_min"):
+        FeatureConfig(f0_min="low")
 
 
 def test_error_messages_print_numbers_plainly():
@@ -98,19 +129,24 @@ def test_from_dict_takes_any_mapping():
 
 
 def test_round_trips_through_dict_json_and_pickle():
-    c = FeatureConfig(n_mels=64, n_mfcc=20, blocks=["logmel", "mfcc"], mel_scale="slaney", fmin=20.0)
+    c = FeatureConfig(n_mels=64, n_mfcc=20, blocks=["logmel", "prosody", "mfcc"], mel_scale="slaney", fmin=20.0,
+                      f0_min=90.0, f0_max=500.0)
     assert FeatureConfig.from_dict(c.to_dict()) == c
     assert FeatureConfig.from_json(c.to_json()) == c
     assert pickle.loads(pickle.dumps(c)) == c
-    assert json.loads(c.to_json())["blocks"] == ["logmel", "mfcc"]
+    assert json.loads(c.to_json())["blocks"] == ["logmel", "prosody", "mfcc"]
+    assert (json.loads(c.to_json())["f0_min"], json.loads(c.to_json())["f0_max"]) == (90.0, 500.0)
     assert hash(FeatureConfig.from_json(c.to_json())) == hash(c)
     assert c != FeatureConfig()
+    assert c.replace(f0_max=400.0) != c and hash(c.replace(f0_max=500.0)) == hash(c)
 
 
 def test_replace_makes_a_validated_copy():
     c = FeatureConfig()
     d = c.replace(hop_length=80)
     assert d.hop_length == 80 and c.hop_length == 160
+    e = c.replace(f0_min=100.0, f0_max=300.0)
+    assert (e.f0_min, e.f0_max) == (100.0, 300.0) and (c.f0_min, c.f0_max) == (80.0, 400.0)
     with pytest.raises(ValueError, match="hop_length"):
         c.replace(hop_length=0)
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ser_edge import FeatureConfig, FeatureStream, extract
 
-CONFIG = FeatureConfig(blocks=["spectrogram", "logmel", "mfcc"])
+CONFIG = FeatureConfig(blocks=["spectrogram", "logmel", "mfcc", "prosody"])
 SIGNAL = (0.2 * np.random.default_rng(7).standard_normal(16000)).astype(np.float32)
 ONE_SHOT = extract(SIGNAL, CONFIG)
 

@@ -360,13 +360,19 @@ def _user_errors():
         raise typer.Exit(code=2) from err
 
 
-def _train_config(epochs: int, patience: int, balance: str, device: str, seed: int):
-    """Checked up front, before any feature is computed."""
-    from ser_edge.training.trainer import TrainConfig, select_device
+def _recipe(name: str, epochs: Optional[int], patience: Optional[int], balance: Optional[str], device: str,
+            seed: int, preset: Optional[str] = None):
+    """The named recipe with the options given on the command line; checked up front, before
+    any feature is computed."""
+    from ser_edge.training.recipes import get_recipe
+    from ser_edge.training.trainer import select_device
 
-    config = TrainConfig(max_epochs=epochs, patience=patience, balance=balance, device=device, seed=seed)
+    given = {"max_epochs": epochs, "patience": patience, "balance": balance}
+    recipe = get_recipe(name).derive(features=preset,
+                                     train={"device": device, "seed": seed,
+                                            **{k: v for k, v in given.items() if v is not None}})
     select_device(device)  # fails now if CUDA is asked for and missing
-    return config
+    return recipe
 
 
 def _read(spec: Path, four_class: bool):
@@ -379,9 +385,10 @@ def _read(spec: Path, four_class: bool):
     return to_shared(clips) if four_class else clips
 
 
-_EPOCHS = typer.Option(60, help="Most epochs; early stopping usually ends sooner.")
-_PATIENCE = typer.Option(3, help="Epochs without a better validation loss before stopping.")
-_BALANCE = typer.Option("undersample", help="Class balancing: undersample, weights or none.")
+_RECIPE = typer.Option("default", help="Training recipe: default (the bundled model's) or seed (the original one).")
+_EPOCHS = typer.Option(None, help="Most epochs (default: the recipe's); early stopping may end sooner.")
+_PATIENCE = typer.Option(None, help="Epochs without a better validation score before stopping (default: the recipe's).")
+_BALANCE = typer.Option(None, help="Class balancing: undersample, weights or none (default: the recipe's).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu or cuda.")
 _SEED = typer.Option(0, help="Random seed (splits, initialisation, batches).")
 
@@ -391,8 +398,10 @@ def train(
     corpora: List[Path] = typer.Argument(..., help="Corpus folders (URDU or EmoDB layout) or CSV manifests (path,label,speaker[,language])."),
     out: Path = typer.Option(Path("model.pt"), "--out", "-o", help="Checkpoint to write."),
     four_class: bool = typer.Option(False, "--four-class", help="Keep only angry/happy/neutral/sad (implied by several corpora)."),
-    preset: str = typer.Option("seed", help="Feature preset: seed, logmel or mfcc."),
-    epochs: int = _EPOCHS, patience: int = _PATIENCE, balance: str = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
+    recipe: str = _RECIPE,
+    preset: Optional[str] = typer.Option(None, help="Feature preset instead of the recipe's: seed, logmel or mfcc."),
+    epochs: Optional[int] = _EPOCHS, patience: Optional[int] = _PATIENCE, balance: Optional[str] = _BALANCE,
+    device: str = _DEVICE, seed: int = _SEED,
 ) -> None:
     """Train the Bi-LSTM-attention classifier on one or more corpora and save a checkpoint.
 
@@ -402,23 +411,24 @@ def train(
     import torch
 
     from ser_edge.training.data import FeatureCache, load_examples
-    from ser_edge.training.model import ModelConfig
     from ser_edge.training.protocols import fit
 
-    config = _feature_config(preset, None)
     with _user_errors():
-        train_config = _train_config(epochs, patience, balance, device, seed)
+        chosen = _recipe(recipe, epochs, patience, balance, device, seed, preset)
+        cache = FeatureCache(chosen.features)
         four = four_class or len(corpora) > 1
         clips = [c for spec in corpora for c in _read(spec, four)]
         labels = sorted({c.label for c in clips})
-        examples, skipped = load_examples(clips, labels, FeatureCache(config), progress=True)
+        examples, skipped = load_examples(clips, labels, cache, progress=True)
         Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers, labels {labels}; "
                         f"{len(skipped)} skipped")
-        result = fit(examples, ModelConfig(config.dim, len(labels)), train_config, log=Console().print, progress=True)
+        result = fit(examples, chosen.model_config(len(labels)), chosen.train, log=Console().print, progress=True,
+                     augment=chosen.augmenter(cache))
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": result.model.state_dict(), "model_config": result.model.config.to_dict(),
-                "feature_config": config.to_json(), "labels": labels, "history": result.history,
-                "best_epoch": result.best_epoch, "corpora": [str(c) for c in corpora]}, out)
+                "feature_config": chosen.features.to_json(), "labels": labels, "history": result.history,
+                "best_epoch": result.best_epoch, "corpora": [str(c) for c in corpora],
+                "recipe": {"name": recipe, **chosen.to_dict()}}, out)
     Console().print(f"saved {out} (best epoch {result.best_epoch})")
 
 
@@ -464,23 +474,23 @@ def evaluate_within(
     folds: int = typer.Option(10, help="Speaker-grouped folds."),
     loso: bool = typer.Option(False, help="Leave one speaker out instead of k folds."),
     four_class: bool = typer.Option(False, "--four-class", help="Keep only angry/happy/neutral/sad."),
-    epochs: int = _EPOCHS, patience: int = _PATIENCE, balance: str = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
+    recipe: str = _RECIPE, epochs: Optional[int] = _EPOCHS, patience: Optional[int] = _PATIENCE,
+    balance: Optional[str] = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
 ) -> None:
     """Within-corpus, speaker-independent k-fold (or LOSO) evaluation."""
     _require_training()
     from ser_edge.training.data import FeatureCache, load_examples
-    from ser_edge.training.model import ModelConfig
     from ser_edge.training.protocols import within_corpus
 
-    config = FeatureConfig()
     with _user_errors():
-        train_config = _train_config(epochs, patience, balance, device, seed)
+        chosen = _recipe(recipe, epochs, patience, balance, device, seed)
+        cache = FeatureCache(chosen.features)
         clips = _read(corpus, four_class)
         labels = sorted({c.label for c in clips})
-        examples, skipped = load_examples(clips, labels, FeatureCache(config), progress=True)
+        examples, skipped = load_examples(clips, labels, cache, progress=True)
         Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers; {len(skipped)} skipped")
-        outcome = within_corpus(examples, labels, ModelConfig(config.dim, len(labels)), train_config, k=folds,
-                                loso=loso, log=Console().print)
+        outcome = within_corpus(examples, labels, chosen.model_config(len(labels)), chosen.train, k=folds,
+                                loso=loso, log=Console().print, augment=chosen.augmenter(cache))
     protocol = "leave-one-speaker-out" if loso else f"speaker-grouped {folds}-fold"
     _write_outcome(out, f"within-{corpus.stem}", f"within {corpus.name}", outcome, f"{protocol}, utterance level")
 
@@ -491,19 +501,20 @@ def evaluate_cross(
     target: Path = typer.Argument(..., help="Test corpus."),
     out: Path = typer.Option(Path("results"), "--out", "-o"),
     adapt: bool = typer.Option(True, help="Also run 10/20/30 % and 5/10/15-shot adaptation."),
-    epochs: int = _EPOCHS, patience: int = _PATIENCE, balance: str = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
+    recipe: str = _RECIPE, epochs: Optional[int] = _EPOCHS, patience: Optional[int] = _PATIENCE,
+    balance: Optional[str] = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
 ) -> None:
     """Zero-shot cross-corpus on the shared 4 classes, and adaptation with target clips."""
     _require_training()
     from ser_edge.training.corpora import SHARED_LABELS
     from ser_edge.training.data import FeatureCache, load_examples
-    from ser_edge.training.model import ModelConfig
     from ser_edge.training.protocols import adaptation, zero_shot
 
-    config, labels = FeatureConfig(), list(SHARED_LABELS)
-    cache = FeatureCache(config)
+    labels = list(SHARED_LABELS)
     with _user_errors():
-        train_config = _train_config(epochs, patience, balance, device, seed)
+        chosen = _recipe(recipe, epochs, patience, balance, device, seed)
+        cache = FeatureCache(chosen.features)
+        augment, model_config = chosen.augmenter(cache), chosen.model_config(4)
         source_clips, target_clips = _read(source, True), _read(target, True)
         shared = {c.path.resolve() for c in source_clips} & {c.path.resolve() for c in target_clips}
         if shared:
@@ -513,11 +524,11 @@ def evaluate_cross(
         tgt, _ = load_examples(target_clips, labels, cache, progress=True)
         name = f"{source.stem}-to-{target.stem}"
         _write_outcome(out, f"zeroshot-{name}", f"zero-shot {source.name} -> {target.name}",
-                       zero_shot(src, tgt, labels, ModelConfig(config.dim, 4), train_config, log=Console().print),
+                       zero_shot(src, tgt, labels, model_config, chosen.train, log=Console().print, augment=augment),
                        "train on all source speakers, test on all target clips")
         if adapt:
-            for setting, outcome in adaptation(src, tgt, labels, ModelConfig(config.dim, 4), train_config,
-                                               log=Console().print).items():
+            for setting, outcome in adaptation(src, tgt, labels, model_config, chosen.train,
+                                               log=Console().print, augment=augment).items():
                 _write_outcome(out, f"adapt-{name}-{setting.replace('%', 'pct')}", f"{name}, {setting} target",
                                outcome, f"source + {setting} of target (speakers disjoint from the target test half)")
 
@@ -528,7 +539,8 @@ def evaluate_all(
     emodb: Path = typer.Option(..., help="The EmoDB (2-s copy) folder."),
     out: Path = typer.Option(Path("results"), "--out", "-o"),
     folds: int = typer.Option(10, help="Speaker-grouped folds for the within-corpus runs."),
-    epochs: int = _EPOCHS, patience: int = _PATIENCE, balance: str = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
+    recipe: str = _RECIPE, epochs: Optional[int] = _EPOCHS, patience: Optional[int] = _PATIENCE,
+    balance: Optional[str] = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
 ) -> None:
     """Every protocol on URDU and EmoDB: within (with noise), zero-shot both ways, adaptation."""
     _require_training()
@@ -536,8 +548,8 @@ def evaluate_all(
     from ser_edge.training.results_page import write_markdown
 
     with _user_errors():
-        results = run_all(urdu, emodb, out, folds=folds,
-                          train_config=_train_config(epochs, patience, balance, device, seed), log=Console().print)
+        results = run_all(urdu, emodb, out, folds=folds, recipe=_recipe(recipe, epochs, patience, balance, device, seed),
+                          recipe_name=recipe, log=Console().print)
     write_markdown(results, out / "RESULTS.md")
     Console().print(f"wrote {out / 'RESULTS.md'}")
 

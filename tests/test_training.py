@@ -19,6 +19,7 @@ from ser_edge.training.data import MIN_FRAMES, FeatureCache, NoiseSpec, load_exa
 from ser_edge.training.metrics import report  # noqa: E402
 from ser_edge.training.model import BiLstmAttention, ModelConfig  # noqa: E402
 from ser_edge.training.protocols import fit  # noqa: E402
+from ser_edge.training.recipes import get_recipe  # noqa: E402
 from ser_edge.training.splits import grouped_kfold  # noqa: E402
 from ser_edge.training.trainer import TrainConfig, predict, select_device  # noqa: E402
 
@@ -155,13 +156,21 @@ def test_train_and_evaluate_commands_run_end_to_end(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     checkpoint = torch.load(tmp_path / "m.pt", weights_only=False)
     assert checkpoint["labels"] == ["angry", "calm"]
-    assert FeatureConfig.from_json(checkpoint["feature_config"]) == FeatureConfig()
+    assert FeatureConfig.from_json(checkpoint["feature_config"]) == get_recipe("default").features
+    assert checkpoint["recipe"]["name"] == "default"
     model = BiLstmAttention(ModelConfig(**checkpoint["model_config"]))
     model.load_state_dict(checkpoint["state_dict"])
 
     result = runner.invoke(app, ["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.onnx").exists() and (tmp_path / "m.int8.onnx").exists()
+
+    result = runner.invoke(app, ["train", str(manifest), "--recipe", "seed", "--epochs", "1",
+                                 "-o", str(tmp_path / "seed.pt")])
+    assert result.exit_code == 0, result.output
+    seed = torch.load(tmp_path / "seed.pt", weights_only=False)
+    assert FeatureConfig.from_json(seed["feature_config"]) == FeatureConfig()
+    assert seed["model_config"]["hidden1"] == 256 and seed["recipe"]["train"]["max_epochs"] == 1
 
     result = runner.invoke(app, ["evaluate", "within", str(manifest), "--folds", "2", "--epochs", "1",
                                  "-o", str(tmp_path / "results")])
@@ -209,6 +218,8 @@ def test_bilstm_equals_torch_bidirectional_lstm_on_packed_sequences():
         (["--balance", "foo"], "balance must be"),
         (["--epochs", "0"], "max_epochs must be"),
         (["--device", "tpu"], "device must be"),
+        (["--recipe", "best"], "unknown recipe"),
+        (["--preset", "cqt"], "unknown FeatureConfig preset"),
     ],
 )
 def test_bad_training_options_end_with_a_message_not_a_traceback(tmp_path, args, message):

@@ -23,7 +23,7 @@ from ser_edge.features import FeatureConfig, extract
 from ser_edge.training.corpora import Clip
 from ser_edge.training.noise import make_noise, mix_at_snr
 
-__all__ = ["Example", "FeatureCache", "NoiseSpec", "babble_talkers", "load_examples"]
+__all__ = ["Augmenter", "Example", "speaker_normalise", "FeatureCache", "NoiseSpec", "babble_talkers", "load_examples"]
 
 #: Clips shorter than this many frames (0.25 s at the default hop) are skipped.
 MIN_FRAMES = 25
@@ -63,8 +63,10 @@ class FeatureCache:
         self.root = Path(root) if root is not None else _default_root()
         self._config_key = hashlib.sha1(config.to_json().encode()).hexdigest()
 
-    def _key(self, path: Path, noise: Optional[NoiseSpec], talkers: Sequence[Path]) -> Path:
+    def _key(self, path: Path, noise: Optional[NoiseSpec], talkers: Sequence[Path], speed: float = 1.0) -> Path:
         h = hashlib.sha1(f"{ser_edge.__version__}|{self._config_key}".encode())
+        if speed != 1.0:
+            h.update(f"speed={speed!r}".encode())
         h.update(Path(path).read_bytes())
         if noise is not None:
             h.update(noise.key().encode())
@@ -74,16 +76,21 @@ class FeatureCache:
         return self.root / digest[:2] / f"{digest}.npy"
 
     def features(self, path: Path, noise: Optional[NoiseSpec] = None,
-                 talkers: Sequence[Path] = ()) -> np.ndarray:
+                 talkers: Sequence[Path] = (), speed: float = 1.0) -> np.ndarray:
         """Features of one file, with `noise` mixed in if given (raises AudioError when it
-        cannot be read). Babble is made of the `talkers` recordings."""
+        cannot be read). Babble is made of the `talkers` recordings. `speed` != 1 plays the
+        file faster or slower first (tempo and pitch together, by resampling)."""
         try:
-            target = self._key(path, noise, talkers)
+            target = self._key(path, noise, talkers, speed)
         except OSError as err:
             raise AudioError(f"cannot read {str(path)!r}: {err.strerror or err}") from err
         if target.exists():
             return np.load(target)
         samples = load(path, self.config.sample_rate)
+        if speed != 1.0:
+            import soxr
+
+            samples = soxr.resample(samples, self.config.sample_rate * speed, self.config.sample_rate)
         if noise is not None:
             # The seed covers the file name so that each clip gets its own noise, reproducibly.
             seed = int.from_bytes(hashlib.sha1(f"{noise.key()}|{Path(path).name}".encode()).digest()[:8], "little")
@@ -144,3 +151,62 @@ def load_examples(clips: Sequence[Clip], labels: Sequence[str], cache: FeatureCa
             continue
         examples.append(Example(feats, index[clip.label], clip.group, clip.path))
     return examples, skipped
+
+
+class Augmenter:
+    """Extra training copies of examples: speed-perturbed ("speed:0.9") or noisy
+    ("white:20", "pink:15", "babble:10": kind and SNR in dB; babble made of five clips of
+    other speakers among the examples given). Copies keep their clip's label and speaker;
+    a copy that cannot be made is left out with a warning."""
+
+    def __init__(self, cache: FeatureCache, copies: Sequence[str]) -> None:
+        self.cache = cache
+        self.copies = []
+        for spec in copies:
+            kind, _, value = spec.partition(":")
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"augmentation {spec!r} is not KIND:NUMBER (speed:0.9, pink:15, ...)") from None
+            if kind != "speed" and kind not in ("white", "pink", "babble"):
+                raise ValueError(f"unknown augmentation kind {kind!r}; choose speed, white, pink or babble")
+            if kind == "speed" and not 0.5 <= number <= 2.0:
+                raise ValueError(f"speed factor {number} is outside 0.5..2")
+            self.copies.append((kind, number))
+
+    def __call__(self, examples: Sequence[Example]) -> list[Example]:
+        """The augmented copies of `examples` (not the examples themselves)."""
+        out = []
+        for n, (kind, value) in enumerate(self.copies):
+            for e in examples:
+                try:
+                    if kind == "speed":
+                        feats = self.cache.features(e.path, speed=value)
+                    else:
+                        talkers: list[Path] = []
+                        if kind == "babble":
+                            others = sorted({x.path for x in examples if x.group != e.group})
+                            seed = int.from_bytes(hashlib.sha1(e.path.name.encode()).digest()[:8], "little")
+                            rng = np.random.default_rng(seed)
+                            talkers = [others[i] for i in sorted(rng.choice(len(others), size=min(5, len(others)),
+                                                                           replace=False))] if others else []
+                        feats = self.cache.features(e.path, NoiseSpec(kind, value, seed=100 + n), talkers)
+                except AudioError as err:
+                    warnings.warn(f"no {kind} copy of {e.path}: {err}", stacklevel=2)
+                    continue
+                if len(feats) >= MIN_FRAMES:
+                    out.append(Example(feats, e.label, e.group, e.path))
+        return out
+
+
+def speaker_normalise(examples: Sequence[Example]) -> list[Example]:
+    """Each example's features minus its speaker's mean frame (over all of that speaker's
+    clips given). Unsupervised (labels are not used), but it needs other recordings of the
+    same person, so results with it are reported apart from the plain ones."""
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for e in examples:
+        sums[e.group] = sums.get(e.group, 0) + e.features.sum(0, dtype=np.float64)
+        counts[e.group] = counts.get(e.group, 0) + len(e.features)
+    return [Example((e.features - (sums[e.group] / counts[e.group])).astype(np.float32), e.label, e.group, e.path)
+            for e in examples]

@@ -13,13 +13,12 @@ from typing import Callable, Optional
 
 import torch
 
-from ser_edge.features import FeatureConfig
 from ser_edge.training.corpora import EMODB_LETTERS, SHARED_LABELS, read_emodb, read_urdu, to_shared
 from ser_edge.training.data import FeatureCache, NoiseSpec, load_examples
-from ser_edge.training.model import ModelConfig
+from ser_edge.training.recipes import RECIPES, Recipe
 from ser_edge.training.protocols import Outcome, adaptation, within_corpus, zero_shot
 from ser_edge.training.report import plot_confusion, plot_learning_curves, write_json
-from ser_edge.training.trainer import TrainConfig, select_device
+from ser_edge.training.trainer import select_device
 
 __all__ = ["NOISE_CONDITIONS", "run_all", "save_outcome"]
 
@@ -39,12 +38,16 @@ def save_outcome(out: Path, name: str, title: str, outcome: Outcome, protocol: s
     return summary
 
 
-def run_all(urdu: Path, emodb: Path, out: Path, folds: int = 10, train_config: TrainConfig = TrainConfig(),
-            feature_config: FeatureConfig = FeatureConfig(), log: Optional[Callable[[str], None]] = print) -> dict:
-    """Run every protocol; write JSON, PNG and a Markdown summary to `out`; return the summaries."""
+def run_all(urdu: Path, emodb: Path, out: Path, folds: int = 10, recipe: Optional[Recipe] = None,
+            recipe_name: str = "default", log: Optional[Callable[[str], None]] = print) -> dict:
+    """Run every protocol with `recipe` (default: the default recipe); write JSON, PNG and a
+    Markdown summary to `out`; return the summaries."""
     start = time.time()
+    recipe = recipe or RECIPES[recipe_name]
+    feature_config, train_config = recipe.features, recipe.train
     out.mkdir(parents=True, exist_ok=True)
     cache = FeatureCache(feature_config)
+    augment = recipe.augmenter(cache)
     urdu_clips = read_urdu(urdu)
     emodb_clips = read_emodb(emodb)
     emodb_labels = list(EMODB_LETTERS.values())
@@ -60,9 +63,10 @@ def run_all(urdu: Path, emodb: Path, out: Path, folds: int = 10, train_config: T
         return ex
 
     def model(n_classes):
-        return ModelConfig(feature_config.dim, n_classes)
+        return recipe.model_config(n_classes)
 
     results: dict = {"meta": {
+        "recipe": recipe_name, "augment": list(recipe.augment),
         "feature_config": json.loads(feature_config.to_json()), "train_config": train_config.to_dict(),
         "model": model(4).to_dict(), "folds": folds, "device": str(select_device(train_config.device)),
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
@@ -76,7 +80,8 @@ def run_all(urdu: Path, emodb: Path, out: Path, folds: int = 10, train_config: T
             log(f"== within-corpus {title}, speaker-grouped {folds}-fold")
         clean = examples(clips, labels)
         noisy = {n.key(): examples(clips, labels, n) for n in NOISE_CONDITIONS}
-        outcome = within_corpus(clean, labels, model(len(labels)), train_config, k=folds, noisy=noisy, log=log)
+        outcome = within_corpus(clean, labels, model(len(labels)), train_config, k=folds, noisy=noisy, log=log,
+                                augment=augment)
         results[f"within-{key}"] = save_outcome(out, f"within-{key}", f"within {title}", outcome,
                                          f"speaker-grouped {folds}-fold, utterance level")
 
@@ -85,12 +90,13 @@ def run_all(urdu: Path, emodb: Path, out: Path, folds: int = 10, train_config: T
                                         ("emodb-to-urdu", emodb4, urdu4, "EmoDB 2-s -> URDU (4)")):
         if log:
             log(f"== zero-shot {title}")
-        outcome = zero_shot(source, target, shared, model(4), train_config, log=log)
+        outcome = zero_shot(source, target, shared, model(4), train_config, log=log, augment=augment)
         results[f"zeroshot-{name}"] = save_outcome(out, f"zeroshot-{name}", f"zero-shot {title}", outcome,
                                             "train on all source speakers, test on all target clips")
         if log:
             log(f"== adaptation {title}")
-        for setting, outcome in adaptation(source, target, shared, model(4), train_config, log=log).items():
+        for setting, outcome in adaptation(source, target, shared, model(4), train_config, log=log,
+                                             augment=augment).items():
             tag = f"adapt-{name}-{setting.replace('%', 'pct')}"
             results[tag] = save_outcome(out, tag, f"{title}, {setting} target", outcome,
                                  f"source + {setting} of target (speakers disjoint from the target test half)")

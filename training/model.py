@@ -1,25 +1,52 @@
-"""The seed's classifier: Bi-LSTM -> Bi-LSTM -> additive attention -> dense ReLU -> logits.
+"""The classifier: Bi-LSTM -> Bi-LSTM -> additive attention -> dense ReLU -> logits.
 
-Normalisation lives inside the model so that an exported graph needs nothing else: each
-analysis window's log features have their per-window mean removed (in the log domain a
-gain is a constant shift, so this makes the model gain-invariant without look-ahead),
-then the dataset's per-dimension mean and standard deviation (of the mean-removed
-training features) standardise them.
+Everything between the frame features and the first LSTM lives inside the model, so an
+exported graph needs nothing else:
+
+1. normalisation of each analysis window, without look-ahead beyond the window:
+   "mean" (the seed's) removes each dimension's mean over the window; "level" removes only
+   what a gain can change: one scalar per log-spectral block (in the log domain a gain is
+   the same shift in every band), so the window's spectral shape is kept;
+2. optional deltas (and delta-deltas) over time, computed within each item's own frames;
+3. the dataset's per-dimension mean and standard deviation (of the training windows after
+   steps 1-2) standardise the values;
+4. optional mean pooling of `subsample` frames (a shorter sequence for the LSTMs).
+
+During training only, SpecAugment masks (set by the trainer) are applied after step 3.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 import torch
 from torch import nn
 
-__all__ = ["BiLstm", "BiLstmAttention", "ModelConfig", "reverse_index", "window_normalise"]
+__all__ = ["BiLstm", "BiLstmAttention", "ModelConfig", "SpecAugment", "deltas", "level_groups",
+           "reverse_index", "window_normalise"]
+
+NORMALISATIONS = ("mean", "level", "none")
+
+
+def level_groups(feature_config) -> tuple[tuple[int, int], ...]:
+    """The [start, stop) ranges of a FeatureConfig's values that a gain shifts by one common
+    amount: each log-spectral block (spectrogram, logmel), MFCC c0 when it is included and
+    the log energy of the prosody block (F0 and voicing do not depend on the gain)."""
+    groups = []
+    for name, span in feature_config.block_slices().items():
+        if name in ("spectrogram", "logmel"):
+            groups.append((span.start, span.stop))
+        elif name == "mfcc" and feature_config.mfcc_include_c0:
+            groups.append((span.start, span.start + 1))
+        elif name == "prosody":
+            groups.append((span.start + 2, span.start + 3))
+    return tuple(groups)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of the classifier (the seed's by default)."""
+    """Sizes and front end of the classifier (the seed's by default)."""
 
     input_dim: int
     n_classes: int
@@ -27,17 +54,93 @@ class ModelConfig:
     hidden2: int = 128  # per direction
     dense: int = 128
     dropout: float = 0.3
+    normalise: str = "mean"   # "mean" (per dimension, the seed's), "level" (per gain group) or "none"
+    level_groups: tuple[tuple[int, int], ...] = ()  # for "level": see level_groups()
+    deltas: int = 0           # 0: none, 1: + deltas, 2: + deltas and delta-deltas
+    subsample: int = 1        # frames mean-pooled before the LSTMs
+
+    def __post_init__(self) -> None:
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
+        if self.deltas not in (0, 1, 2):
+            raise ValueError(f"deltas must be 0, 1 or 2, got {self.deltas}")
+        if self.subsample < 1:
+            raise ValueError(f"subsample must be >= 1, got {self.subsample}")
+        groups = tuple(tuple(int(v) for v in g) for g in self.level_groups)
+        for start, stop in groups:
+            if not 0 <= start < stop <= self.input_dim:
+                raise ValueError(f"level group [{start}, {stop}) is outside 0..{self.input_dim}")
+        object.__setattr__(self, "level_groups", groups)
+
+    @property
+    def lstm_input_dim(self) -> int:
+        return self.input_dim * (1 + self.deltas)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def _mask(lengths: torch.Tensor, T: int, dtype: torch.dtype) -> torch.Tensor:
+    return (torch.arange(T, device=lengths.device)[:, None] < lengths[None, :]).to(dtype)  # [T, B]
+
+
 def window_normalise(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Subtract each item's mean over its valid frames. features [time, batch, dim], lengths [batch]."""
-    T = features.shape[0]
-    mask = (torch.arange(T, device=features.device)[:, None] < lengths[None, :]).to(features.dtype)  # [T, B]
+    mask = _mask(lengths, features.shape[0], features.dtype)
     mean = (features * mask[..., None]).sum(0) / lengths.clamp(min=1).to(features.dtype)[:, None]
     return (features - mean[None]) * mask[..., None]
+
+
+def level_normalise(features: torch.Tensor, lengths: torch.Tensor,
+                    groups: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """Subtract, per item and per group of dimensions, one mean over its valid frames and the
+    group's dimensions; other dimensions are left as they are. Padding becomes zero."""
+    mask = _mask(lengths, features.shape[0], features.dtype)[..., None]
+    x = features * mask
+    n = lengths.clamp(min=1).to(features.dtype)
+    parts, at = [], 0
+    for start, stop in groups:
+        if start > at:
+            parts.append(x[..., at:start])
+        block = x[..., start:stop]
+        level = block.sum(dim=(0, 2)) / (n * (stop - start))  # [B]
+        parts.append((block - level[None, :, None]) * mask)
+        at = stop
+    if at < features.shape[-1]:
+        parts.append(x[..., at:])
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+def deltas(features: torch.Tensor, lengths: torch.Tensor, order: int, width: int = 2) -> torch.Tensor:
+    """[x, d(x), d(d(x))...] up to `order`, by the regression formula over +-`width` frames with
+    each item's edge frames repeated (never its padding). [T, B, D] -> [T, B, D*(1+order)]."""
+    T = features.shape[0]
+    t = torch.arange(T, device=features.device)[:, None]
+    last = (lengths.clamp(min=1) - 1)[None, :]
+    mask = _mask(lengths, T, features.dtype)[..., None]
+    norm = 2.0 * sum(n * n for n in range(1, width + 1))
+    out, current = [features], features
+    for _ in range(order):
+        d = torch.zeros_like(current)
+        for n in range(1, width + 1):
+            ahead = torch.minimum(t + n, last).expand(T, features.shape[1])[..., None].expand_as(current)
+            behind = (t - n).clamp(min=0).expand(T, features.shape[1])[..., None].expand_as(current)
+            d = d + n * (current.gather(0, ahead) - current.gather(0, behind))
+        current = d / norm * mask
+        out.append(current)
+    return torch.cat(out, dim=-1)
+
+
+def pool(features: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of each run of `k` frames (the last run of an item may be shorter); [T, B, D] ->
+    [ceil(T/k), B, D] and the new lengths. Padding frames must be zero."""
+    T, B, D = features.shape
+    groups = (T + k - 1) // k
+    x = nn.functional.pad(features, (0, 0, 0, 0, 0, groups * k - T))
+    x = x.reshape(groups, k, B, D).sum(1)
+    starts = torch.arange(groups, device=features.device)[:, None] * k
+    counts = (lengths[None, :] - starts).clamp(min=0, max=k).to(features.dtype)  # [G, B]
+    return x / counts.clamp(min=1)[..., None], (lengths + k - 1) // k
 
 
 def reverse_index(lengths: torch.Tensor, T: int) -> torch.Tensor:
@@ -69,6 +172,39 @@ class BiLstm(nn.Module):
         return torch.cat([forward, backward], dim=-1)
 
 
+@dataclass
+class SpecAugment:
+    """Training-time masks on standardised features: `freq_masks` bands of up to `freq_width`
+    dimensions and `time_masks` runs of up to `time_width` frames are set to zero."""
+
+    freq_masks: int = 0
+    freq_width: int = 0
+    time_masks: int = 0
+    time_width: int = 0
+    generator: Optional[torch.Generator] = field(default=None, repr=False)
+
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        T, B, D = x.shape
+        keep = torch.ones(T, B, D, device=x.device, dtype=x.dtype)
+        g = self.generator
+
+        def draw(high: int) -> torch.Tensor:
+            return torch.randint(0, max(high, 1), (B,), generator=g).to(x.device)
+
+        for _ in range(self.freq_masks):
+            width, start = draw(self.freq_width + 1), draw(D)
+            d = torch.arange(D, device=x.device)[None, :]
+            band = (d >= start[:, None]) & (d < (start + width)[:, None])  # [B, D]
+            keep = keep * (~band).to(x.dtype)[None]
+        for _ in range(self.time_masks):
+            width = torch.minimum(draw(self.time_width + 1), lengths // 5)
+            start = (torch.rand(B, generator=g).to(x.device) * (lengths - width).clamp(min=1)).long()
+            t = torch.arange(T, device=x.device)[:, None]
+            run = (t >= start[None, :]) & (t < (start + width)[None, :])  # [T, B]
+            keep = keep * (~run).to(x.dtype)[..., None]
+        return x * keep
+
+
 class BiLstmAttention(nn.Module):
     """Inputs: features [batch, time, dim] and lengths [batch]; outputs logits [batch, classes]
     and attention weights [batch, time] (zero on padding)."""
@@ -77,9 +213,10 @@ class BiLstmAttention(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.register_buffer("feature_mean", torch.zeros(c.input_dim))
-        self.register_buffer("feature_std", torch.ones(c.input_dim))
-        self.lstm1 = BiLstm(c.input_dim, c.hidden1)
+        self.spec_augment: Optional[SpecAugment] = None
+        self.register_buffer("feature_mean", torch.zeros(c.lstm_input_dim))
+        self.register_buffer("feature_std", torch.ones(c.lstm_input_dim))
+        self.lstm1 = BiLstm(c.lstm_input_dim, c.hidden1)
         self.drop1 = nn.Dropout(c.dropout)
         self.lstm2 = BiLstm(2 * c.hidden1, c.hidden2)
         self.drop2 = nn.Dropout(c.dropout)
@@ -88,21 +225,41 @@ class BiLstmAttention(nn.Module):
         self.out = nn.Linear(c.dense, c.n_classes)
 
     def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Dataset statistics of window-normalised training features (per dimension)."""
+        """Dataset statistics of front-end output (see `front_end`) of the training features."""
         self.feature_mean.copy_(mean)
         self.feature_std.copy_(std.clamp(min=1e-5))
+
+    def front_end(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Window normalisation and deltas, before standardisation: [T, B, D] -> [T, B, D']."""
+        c = self.config
+        if c.normalise == "mean":
+            x = window_normalise(x, lengths)
+        elif c.normalise == "level":
+            x = level_normalise(x, lengths, c.level_groups)
+        else:
+            x = x * _mask(lengths, x.shape[0], x.dtype)[..., None]
+        return deltas(x, lengths, c.deltas) if c.deltas else x
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = features.transpose(0, 1)  # sequence-major [T, B, D]
         T = x.shape[0]
-        x = window_normalise(x, lengths)
-        x = (x - self.feature_mean) / self.feature_std
-        h = self.drop1(self.lstm1(x, lengths))
-        h = self.drop2(self.lstm2(h, lengths))
-        valid = torch.arange(T, device=x.device)[:, None] < lengths[None, :]  # [T, B]
+        mask = _mask(lengths, T, x.dtype)[..., None]
+        x = (self.front_end(x, lengths) - self.feature_mean) / self.feature_std * mask
+        if self.training and self.spec_augment is not None:
+            x = self.spec_augment(x, lengths)
+        k = self.config.subsample
+        steps = lengths
+        if k > 1:
+            x, steps = pool(x, lengths, k)
+        h = self.drop1(self.lstm1(x, steps))
+        h = self.drop2(self.lstm2(h, steps))
+        valid = torch.arange(h.shape[0], device=x.device)[:, None] < steps[None, :]  # [T', B]
         scores = torch.tanh(self.attention(h)).squeeze(-1)  # e_t = tanh(W h_t + b)
         scores = scores.masked_fill(~valid, float("-inf"))
-        alpha = torch.softmax(scores, dim=0)  # over valid frames
+        alpha = torch.softmax(scores, dim=0)  # over valid steps
         context = (alpha[..., None] * h).sum(0)  # [B, 2*hidden2]
         logits = self.out(torch.relu(self.dense(context)))
+        if k > 1:  # spread each step's weight over its frames: attention stays per frame
+            alpha = alpha.repeat_interleave(k, dim=0)[:T] * mask[..., 0]
+            alpha = alpha / alpha.sum(0, keepdim=True).clamp(min=1e-12)
         return logits, alpha.transpose(0, 1)

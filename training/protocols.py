@@ -34,6 +34,7 @@ from ser_edge.training.trainer import TrainConfig, TrainResult, predict, train_m
 __all__ = ["Outcome", "adaptation", "fit", "within_corpus", "zero_shot"]
 
 Log = Optional[Callable[[str], None]]
+Augment = Optional[Callable[[list[Example]], list[Example]]]
 
 
 @dataclass
@@ -67,15 +68,19 @@ class Outcome:
 
 
 def fit(examples: Sequence[Example], model_config: ModelConfig, train_config: TrainConfig,
-        log: Log = None, val_fraction: float = 1 / 7, progress: bool = False) -> TrainResult:
-    """Train on `examples`, early-stopping on a speaker-disjoint, class-mixed `val_fraction` of them."""
+        log: Log = None, val_fraction: float = 1 / 7, progress: bool = False,
+        augment: Augment = None) -> TrainResult:
+    """Train on `examples`, early-stopping on a speaker-disjoint, class-mixed `val_fraction` of
+    them; `augment` adds copies of the training part (never of the validation part)."""
     groups = [e.group for e in examples]
     train_idx, val_idx = validation_split(groups, [e.label for e in examples], val_fraction, seed=train_config.seed)
     missing = set(range(model_config.n_classes)) - {examples[i].label for i in train_idx}
     if missing:
         warnings.warn(f"classes {sorted(missing)} have no training clips; the model cannot learn them", stacklevel=2)
-    return train_model([examples[i] for i in train_idx], [examples[i] for i in val_idx],
-                       model_config, train_config, log, progress=progress)
+    train = [examples[i] for i in train_idx]
+    if augment is not None:
+        train = train + augment(train)
+    return train_model(train, [examples[i] for i in val_idx], model_config, train_config, log, progress=progress)
 
 
 def _predict(result: TrainResult, examples: Sequence[Example]) -> np.ndarray:
@@ -84,7 +89,8 @@ def _predict(result: TrainResult, examples: Sequence[Example]) -> np.ndarray:
 
 def within_corpus(examples: Sequence[Example], labels: Sequence[str], model_config: ModelConfig,
                   train_config: TrainConfig, k: int = 10, loso: bool = False,
-                  noisy: Optional[dict[str, Sequence[Example]]] = None, log: Log = None) -> Outcome:
+                  noisy: Optional[dict[str, Sequence[Example]]] = None, log: Log = None,
+                  augment: Augment = None) -> Outcome:
     """Speaker-grouped k-fold (or LOSO); `noisy` maps a condition name to the same examples
     (same order) with noise mixed in, scored with each fold's model on its test speakers."""
     groups = [e.group for e in examples]
@@ -93,7 +99,7 @@ def within_corpus(examples: Sequence[Example], labels: Sequence[str], model_conf
     for n, (train_idx, test_idx) in enumerate(folds, start=1):
         if log:
             log(f"fold {n}/{len(folds)}: {len(train_idx)} training clips, {len(test_idx)} test clips")
-        result = fit([examples[i] for i in train_idx], model_config, train_config, log)
+        result = fit([examples[i] for i in train_idx], model_config, train_config, log, augment=augment)
         outcome.histories.append(result.history)
         test = [examples[i] for i in test_idx]
         outcome.add([e.label for e in test], _predict(result, test))
@@ -108,9 +114,10 @@ def within_corpus(examples: Sequence[Example], labels: Sequence[str], model_conf
 
 
 def zero_shot(source: Sequence[Example], target: Sequence[Example], labels: Sequence[str],
-              model_config: ModelConfig, train_config: TrainConfig, log: Log = None) -> Outcome:
+              model_config: ModelConfig, train_config: TrainConfig, log: Log = None,
+              augment: Augment = None) -> Outcome:
     """Train on all of `source`, test on all of `target` (same label indices)."""
-    result = fit(source, model_config, train_config, log)
+    result = fit(source, model_config, train_config, log, augment=augment)
     outcome = Outcome(list(labels))
     outcome.histories.append(result.history)
     outcome.add([e.label for e in target], _predict(result, target))
@@ -120,7 +127,7 @@ def zero_shot(source: Sequence[Example], target: Sequence[Example], labels: Sequ
 def adaptation(source: Sequence[Example], target: Sequence[Example], labels: Sequence[str],
                model_config: ModelConfig, train_config: TrainConfig,
                fractions: Sequence[float] = (0.0, 0.1, 0.2, 0.3), shots: Sequence[int] = (5, 10, 15),
-               log: Log = None) -> dict[str, Outcome]:
+               log: Log = None, augment: Augment = None) -> dict[str, Outcome]:
     """Progressive adaptation (a fraction of the target corpus) and K-shot (K clips per
     class), each added to the source training set and tested on the target speakers held
     out for testing: the same test speakers for every setting (fraction 0 is zero-shot on
@@ -142,7 +149,8 @@ def adaptation(source: Sequence[Example], target: Sequence[Example], labels: Seq
     for name, adapt_idx in settings:
         if log:
             log(f"adaptation {name}: source {len(source)} + target {len(adapt_idx)} clips; test {len(test)} clips")
-        result = fit(list(source) + [target[i] for i in adapt_idx], model_config, train_config, log)
+        result = fit(list(source) + [target[i] for i in adapt_idx], model_config, train_config, log,
+                     augment=augment)
         outcome = Outcome(list(labels))
         outcome.histories.append(result.history)
         outcome.add([e.label for e in test], _predict(result, test))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["write_markdown"]
+__all__ = ["write_comparison", "write_markdown"]
 
 # Published figures quoted in PAPERS.md. Their protocols differ from ours (stated per row).
 PAPERS_WITHIN = {
@@ -31,8 +31,10 @@ def write_markdown(results: dict, path: Path) -> None:
         "UAR = mean per-class recall (the headline), WA = accuracy, in %. EmoDB here is the 2-s copy",
         "in ../shared/data, not comparable with published EmoDB figures.",
         "",
-        f"Model: the seed's Bi-LSTM 256/128 + attention on the {meta['feature_config']['blocks']} features "
-        f"({meta['model']['input_dim']} per frame); training: {meta['train_config']}; device {meta['device']}, "
+        f"Recipe: {meta.get('recipe', 'seed')}. Model: Bi-LSTM {meta['model']['hidden1']}/{meta['model']['hidden2']}"
+        f" + attention on the {meta['feature_config']['blocks']} features ({meta['model']['input_dim']} per frame); "
+        f"model options: {meta['model']}; training: {meta['train_config']}; extra training copies: "
+        f"{meta.get('augment') or 'none'}; device {meta['device']}, "
         f"torch {meta['torch']}; the whole run took {meta.get('minutes', 0):.0f} min. "
         f"Files skipped as unreadable or too short: {len(meta.get('skipped_files', []))}.",
         "",
@@ -83,3 +85,40 @@ def write_markdown(results: dict, path: Path) -> None:
     lines += ["", "Per-class reports and confusion matrices: the JSON files and `*-confusion.png` beside this page;",
               "learning curves: `*-learning.png`.", ""]
     path.write_text("\n".join(lines))
+
+
+def write_comparison(runs: dict[str, dict], path: Path) -> list[str]:
+    """A page with one UAR column per run (e.g. {"seed": ..., "default": ...}) beside the
+    papers' figures, for every protocol; returns its lines (the README quotes them)."""
+    names = list(runs)
+    rule = "|---|" + "---:|" * len(names) + "---|"
+
+    def cells(key, pick=lambda r: r["uar"]):
+        return " | ".join(_pct(pick(runs[n][key])) if key in runs[n] else "-" for n in names)
+
+    lines = ["| protocol | " + " | ".join(names) + " | papers (their protocol) |", rule]
+    for key, name in (("urdu", "within URDU (4 classes), speaker-grouped 10-fold"),
+                      ("emodb", "within EmoDB 2-s (7 classes), speaker-grouped 10-fold")):
+        lines.append(f"| {name} | {cells(f'within-{key}')} | {PAPERS_WITHIN[key]} |")
+    for key, name in (("urdu-to-emodb", "zero-shot URDU → EmoDB 2-s (4)"),
+                      ("emodb-to-urdu", "zero-shot EmoDB 2-s → URDU (4)")):
+        lines.append(f"| {name} | {cells(f'zeroshot-{key}')} | {PAPERS_ZEROSHOT[key]} |")
+    for key, name in (("urdu-to-emodb", "URDU → EmoDB 2-s"), ("emodb-to-urdu", "EmoDB 2-s → URDU")):
+        for setting in ("0pct", "10pct", "20pct", "30pct", "5-shot", "10-shot", "15-shot"):
+            label = setting.replace("pct", " % target") if "pct" in setting else setting
+            paper = ("Dar et al. Kashmiri → Urdu 25 → 80 / 87 / 89 % at 10 / 20 / 30 % (frame-level)"
+                     if setting == "30pct" else
+                     "MDAT IEMOCAP → EMODB 5..15-shot up to 91.48" if setting == "15-shot" else "")
+            lines.append(f"| {name}, {label} | {cells(f'adapt-{key}-{setting}')} | {paper} |")
+    for key, name in (("urdu", "URDU"), ("emodb", "EmoDB 2-s")):
+        for kind in ("white", "pink", "babble"):
+            cond = f"{kind}@10dB#0"
+            lines.append(f"| within {name}, test clips in {kind} noise at 10 dB | "
+                         + cells(f"within-{key}", lambda r, c=cond: r["noise"][c]["uar"]) + " | |")
+    page = ["# Results: every protocol, recipe by recipe", "",
+            "UAR in %, speaker-independent and utterance-level (see each recipe's RESULTS.md for WA,",
+            "macro-F1, fold spread, confusion matrices and learning curves). Chance: 25.0 (4 classes),",
+            "14.3 (7 classes). EmoDB 2-s is the 2-s copy in ../shared/data, not comparable with published",
+            "EmoDB figures; the papers' protocols differ as stated.", "", *lines, ""]
+    path.write_text("\n".join(page))
+    return lines

@@ -1,4 +1,9 @@
-"""Training loop: Adam, cross-entropy, early stopping on validation loss, best checkpoint."""
+"""Training loop: Adam(W), cross-entropy, early stopping on validation loss or UAR, best checkpoint.
+
+Regularisers for small corpora are options of TrainConfig: weight decay, label smoothing,
+a cosine learning-rate schedule, random crops of the training clips to the runtime's
+analysis window, and SpecAugment masks.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import torch
 from torch import nn
 
 from ser_edge.training.data import Example
-from ser_edge.training.model import BiLstmAttention, ModelConfig, window_normalise
+from ser_edge.training.model import BiLstmAttention, ModelConfig, SpecAugment
 
 __all__ = ["TrainConfig", "TrainResult", "predict", "select_device", "train_model"]
 
@@ -31,8 +36,25 @@ class TrainConfig:
     balance: str = "undersample"  # "undersample" (the seed), "weights" or "none"
     seed: int = 0
     device: str = "auto"         # "auto", "cpu", "cuda"
+    weight_decay: float = 0.0    # decoupled (AdamW) when > 0
+    label_smoothing: float = 0.0
+    schedule: str = "constant"   # "constant" or "cosine" (over max_epochs)
+    monitor: str = "loss"        # early stopping on validation "loss" or "uar"
+    crop_frames: int = 0         # > 0: each epoch, clips longer than this are cut at a random start
+    spec_augment: tuple[int, int, int, int] = (0, 0, 0, 0)  # freq masks, max width, time masks, max width
 
     def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.monitor not in ("loss", "uar"):
+            raise ValueError(f"monitor must be 'loss' or 'uar', got {self.monitor!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.weight_decay < 0 or self.crop_frames < 0:
+            raise ValueError("weight_decay and crop_frames must be >= 0")
+        object.__setattr__(self, "spec_augment", tuple(int(v) for v in self.spec_augment))
+        if len(self.spec_augment) != 4 or min(self.spec_augment) < 0:
+            raise ValueError(f"spec_augment must be four counts/widths >= 0, got {self.spec_augment}")
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
         if self.patience < 1:
@@ -83,26 +105,32 @@ def _bucketed(examples: Sequence[Example], order: np.ndarray, batch_size: int,
 
 
 def _batches(examples: Sequence[Example], order: np.ndarray, batch_size: int, device: torch.device,
-             batches: Optional[list[np.ndarray]] = None):
+             batches: Optional[list[np.ndarray]] = None, crop: int = 0,
+             rng: Optional[np.random.Generator] = None):
     if batches is None:
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     for batch in batches:
         items = [examples[i] for i in batch]
-        lengths = torch.tensor([len(e.features) for e in items], dtype=torch.int64)
-        T, D = int(lengths.max()), items[0].features.shape[1]
+        feats = [e.features for e in items]
+        if crop > 0:
+            feats = [f if len(f) <= crop else f[(s := int(rng.integers(len(f) - crop + 1))) : s + crop]
+                     for f in feats]
+        lengths = torch.tensor([len(f) for f in feats], dtype=torch.int64)
+        T, D = int(lengths.max()), feats[0].shape[1]
         x = np.zeros((len(items), T, D), np.float32)
-        for j, e in enumerate(items):
-            x[j, : len(e.features)] = e.features
+        for j, f in enumerate(feats):
+            x[j, : len(f)] = f
         y = torch.tensor([e.label for e in items], dtype=torch.int64)
         yield torch.from_numpy(x).to(device), lengths.to(device), y.to(device)
 
 
-def standardisation(examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std of the window-normalised features of `examples`."""
+def standardisation(examples: Sequence[Example], model: BiLstmAttention) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of the model's front-end output over `examples`."""
     total, total_sq, n = None, None, 0
     for e in examples:
         x = torch.from_numpy(e.features.astype(np.float64))
-        x = window_normalise(x[:, None, :], torch.tensor([len(x)]))[:, 0]
+        with torch.no_grad():
+            x = model.front_end(x[:, None, :], torch.tensor([len(x)]))[:, 0]
         total = x.sum(0) if total is None else total + x.sum(0)
         total_sq = (x**2).sum(0) if total_sq is None else total_sq + (x**2).sum(0)
         n += len(x)
@@ -120,15 +148,20 @@ def _balanced_subset(examples: Sequence[Example], rng: np.random.Generator) -> n
     return np.array(sorted(keep), dtype=np.int64)
 
 
-def _evaluate_loss(model, examples, device, batch_size, loss_fn) -> float:
+def _evaluate(model, examples, device, batch_size, loss_fn, n_classes) -> tuple[float, float]:
+    """Validation loss and UAR."""
     model.eval()
-    total, n = 0.0, 0
+    total, n, true, pred = 0.0, 0, [], []
     with torch.no_grad():
         for x, lengths, y in _batches(examples, np.arange(len(examples)), batch_size, device):
             logits, _ = model(x, lengths)
             total += float(loss_fn(logits, y)) * len(y)
             n += len(y)
-    return total / max(n, 1)
+            true += y.tolist()
+            pred += logits.argmax(-1).tolist()
+    present = sorted(set(true))
+    uar = float(np.mean([np.mean(np.array(pred)[np.array(true) == c] == c) for c in present])) if present else 0.0
+    return total / max(n, 1), uar
 
 
 def _progress(enabled: bool):
@@ -163,20 +196,28 @@ def train_model(train: Sequence[Example], val: Sequence[Example], model_config: 
 def _train(train, val, model_config, config, device, log, progress) -> TrainResult:
     rng = np.random.default_rng(config.seed)
     model = BiLstmAttention(model_config)
-    model.set_standardisation(*standardisation(train))
+    model.set_standardisation(*standardisation(train, model))
     model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    if any(config.spec_augment):
+        generator = torch.Generator().manual_seed(config.seed)
+        model.spec_augment = SpecAugment(*config.spec_augment, generator=generator)
+    if config.weight_decay > 0:
+        optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.max_epochs)
+                 if config.schedule == "cosine" else None)
 
     counts = np.bincount([e.label for e in train], minlength=model_config.n_classes).astype(np.float64)
     weights = None
     if config.balance == "weights":
         weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
     val_loss_fn = nn.CrossEntropyLoss()
     pool = _balanced_subset(train, rng) if config.balance == "undersample" else np.arange(len(train))
 
     result = TrainResult(model=model, device=str(device))
-    best_loss, best_state, waited = math.inf, None, 0
+    best, best_state, waited = math.inf, None, 0
     for epoch in range(1, config.max_epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -185,7 +226,8 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
         total, n = 0.0, 0
         with _progress(progress) as bar:
             task = bar.add_task(f"epoch {epoch}", total=len(batches)) if bar else None
-            for x, lengths, y in _batches(train, order, config.batch_size, device, batches):
+            for x, lengths, y in _batches(train, order, config.batch_size, device, batches,
+                                          config.crop_frames, rng):
                 optimiser.zero_grad()
                 logits, _ = model(x, lengths)
                 loss = loss_fn(logits, y)
@@ -195,16 +237,21 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
                 n += len(y)
                 if bar:
                     bar.advance(task)
-        val_loss = _evaluate_loss(model, val, device, config.batch_size, val_loss_fn)
+        if scheduler is not None:
+            scheduler.step()
+        val_loss, val_uar = _evaluate(model, val, device, config.batch_size, val_loss_fn, model_config.n_classes)
         seconds = time.perf_counter() - start
-        result.history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "seconds": seconds})
-        improved = val_loss < best_loss
+        result.history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "val_uar": val_uar,
+                               "seconds": seconds})
+        # UAR moves in steps on a small validation set: ties go to the lower loss.
+        score = val_loss if config.monitor == "loss" else -val_uar + 1e-3 * min(val_loss, 10.0)
+        improved = score < best
         if improved:
-            best_loss, best_state, waited, result.best_epoch = val_loss, copy.deepcopy(model.state_dict()), 0, epoch
+            best, best_state, waited, result.best_epoch = score, copy.deepcopy(model.state_dict()), 0, epoch
         else:
             waited += 1
         if log:
-            log(f"epoch {epoch:3d}  train loss {total / n:.4f}  val loss {val_loss:.4f}"
+            log(f"epoch {epoch:3d}  train loss {total / n:.4f}  val loss {val_loss:.4f}  val UAR {val_uar:.3f}"
                 f"{'  *' if improved else ''}  {seconds:.1f} s on {device}")
         if waited >= config.patience:
             break

@@ -1,0 +1,103 @@
+"""Named training recipes: the features, the model's sizes and front end, and how it is trained.
+
+"seed" is the recipe the project started from; "default" is the one `ser-edge train`,
+`ser-edge evaluate` and the bundled model use (see results/ablation for how each of its
+changes was measured).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional, Union
+
+from ser_edge.features import FeatureConfig
+from ser_edge.training.model import ModelConfig, level_groups
+from ser_edge.training.trainer import TrainConfig
+
+__all__ = ["RECIPES", "Recipe", "describe", "get_recipe"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    features: FeatureConfig
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields other than the dimensions
+    train: TrainConfig = TrainConfig()
+    augment: tuple[str, ...] = ()  # extra training copies, see data.Augmenter ("speed:0.9", "pink:15", ...)
+    speaker_norm: bool = False     # subtract each speaker's mean frame (test speakers too: transductive)
+
+    def augmenter(self, cache):
+        """The Augmenter of this recipe over `cache`, or None when it adds no copies."""
+        from ser_edge.training.data import Augmenter
+
+        return Augmenter(cache, self.augment) if self.augment else None
+
+    def model_config(self, n_classes: int, input_dim: Optional[int] = None) -> ModelConfig:
+        return ModelConfig(input_dim=input_dim or self.features.dim, n_classes=n_classes,
+                           level_groups=level_groups(self.features), **self.model)
+
+    def derive(self, features: Union[str, dict, FeatureConfig, None] = None, model: Optional[dict] = None,
+               train: Optional[dict] = None, augment: Optional[tuple[str, ...]] = None,
+               speaker_norm: Optional[bool] = None) -> "Recipe":
+        """A copy with a feature preset name, FeatureConfig fields, model fields or train fields changed."""
+        f = self.features
+        if isinstance(features, str):
+            f = FeatureConfig.preset(features)
+        elif isinstance(features, dict):
+            f = f.replace(**features)
+        elif isinstance(features, FeatureConfig):
+            f = features
+        m = {**self.model, **(model or {})}
+        ModelConfig(input_dim=f.dim, n_classes=2, level_groups=level_groups(f), **m)  # validates
+        return Recipe(f, m, replace(self.train, **(train or {})),
+                      self.augment if augment is None else tuple(augment),
+                      self.speaker_norm if speaker_norm is None else speaker_norm)
+
+    def to_dict(self) -> dict:
+        return {"features": json.loads(self.features.to_json()), "model": dict(self.model),
+                "train": self.train.to_dict(), "augment": list(self.augment),
+                "speaker_norm": self.speaker_norm}
+
+
+RECIPES: dict[str, Recipe] = {
+    "seed": Recipe(FeatureConfig.preset("seed")),
+}
+#: The recipe the ablation (results/ablation) arrived at; every change is measured there.
+RECIPES["default"] = RECIPES["seed"].derive(
+    features={"blocks": ["logmel", "prosody"]},
+    model={"hidden1": 128, "hidden2": 64, "dense": 64, "deltas": 2, "subsample": 3},
+    train={"balance": "weights", "max_epochs": 40, "patience": 10, "schedule": "cosine", "monitor": "uar",
+           "spec_augment": (2, 8, 2, 20)},
+)
+
+
+def describe(recipe: Recipe) -> str:
+    """One paragraph saying what a recipe does, for model cards and result pages."""
+    f, m, t = recipe.features, recipe.model_config(2), recipe.train
+    blocks = {"spectrogram": f"{f.n_bins}-bin dB spectrogram", "logmel": f"{f.n_mels} log-mel",
+              "mfcc": f"MFCC ({f.n_mfcc})", "prosody": "prosody (YIN log F0, voicing, log energy)"}
+    parts = [
+        f"features: {' + '.join(blocks[b] for b in f.blocks)} ({f.dim} per {1000 * f.hop_s:g} ms frame)",
+        {"mean": "per-window mean removal per dimension", "level": "per-window gain removal",
+         "none": "no window normalisation"}[m.normalise],
+        *(["deltas" + (" and delta-deltas" if m.deltas == 2 else "")] if m.deltas else []),
+        *([f"{m.subsample}-frame mean pooling"] if m.subsample > 1 else []),
+        f"Bi-LSTM {m.hidden1}/{m.hidden2} + attention + dense {m.dense}, dropout {m.dropout}",
+        f"{'AdamW' if t.weight_decay else 'Adam'} {t.lr:g}" + (f", weight decay {t.weight_decay:g}" if t.weight_decay else "")
+        + (", cosine schedule" if t.schedule == "cosine" else ""),
+        f"at most {t.max_epochs} epochs, early stopping on validation {t.monitor} (patience {t.patience})",
+        {"undersample": "classes balanced by undersampling", "weights": "class-weighted loss",
+         "none": "no class balancing"}[t.balance],
+        *([f"label smoothing {t.label_smoothing:g}"] if t.label_smoothing else []),
+        *([f"SpecAugment {t.spec_augment}"] if any(t.spec_augment) else []),
+        *([f"random {t.crop_frames}-frame crops"] if t.crop_frames else []),
+        *([f"extra training copies {', '.join(recipe.augment)}"] if recipe.augment else []),
+    ]
+    return "; ".join(parts) + "."
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}") from None

@@ -163,3 +163,26 @@ def test_recipes_are_named_and_validated():
         get_recipe("best")
     with pytest.raises(ValueError):
         seed.derive(model={"deltas": 5})
+
+
+@pytest.mark.parametrize("normalise", ["mean", "level"])
+def test_the_default_front_end_exports_to_onnx_and_matches_torch(tmp_path, normalise):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from ser_edge.training.export import export_onnx, quantise_int8
+
+    recipe = get_recipe("default").derive(model={"normalise": normalise})
+    torch.manual_seed(0)
+    model = BiLstmAttention(recipe.model_config(4)).eval()
+    fp32 = export_onnx(model, recipe.features, ["a", "b", "c", "d"], tmp_path / "m.onnx")
+    int8 = quantise_int8(fp32, tmp_path / "m.int8.onnx")
+    x = torch.randn(3, 101, recipe.features.dim)
+    lengths = torch.tensor([101, 50, 8])
+    with torch.no_grad():
+        logits, attention = model(x, lengths)
+    feeds = {"features": x.numpy(), "lengths": lengths.numpy()}
+    got = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_allclose(got[0], logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(got[1], attention.numpy(), atol=1e-5)
+    q = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert q[0].shape == (3, 4) and np.isfinite(q[0]).all()

@@ -95,6 +95,24 @@ def resolve(name: str) -> Recipe:
     return base.derive(**overrides)
 
 
+def write_table(out: Path) -> str:
+    """OUT/ABLATION.md: every row with results in OUT, UAR in % averaged over its seeds."""
+    lines = ["| row | from | change | seeds | URDU 4 | EmoDB-2s 7 | URDU → EmoDB-2s | EmoDB-2s → URDU | mean |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, (parent, what, _) in ROWS.items():
+        path = out / f"{name}.json"
+        if not path.exists():
+            continue
+        runs = list(json.loads(path.read_text())["runs"].values())
+        mean = {k: statistics.fmean(r[k] for r in runs) for k in ("urdu", "emodb7", "u2e", "e2u")}
+        cells = " | ".join(f"{100 * v:.1f}" for v in mean.values())
+        lines.append(f"| {name} | {parent or '-'} | {what} | {len(runs)} | {cells} | "
+                     f"{100 * statistics.fmean(mean.values()):.1f} |")
+    text = "\n".join(lines) + "\n"
+    (out / "ABLATION.md").write_text(text)
+    return text
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--urdu", type=Path, required=True)
@@ -102,7 +120,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("results/ablation"))
     parser.add_argument("--rows", nargs="*", default=list(ROWS), help="Rows to run (default: all).")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument("--table-only", action="store_true",
+                        help="Run nothing; write OUT/ABLATION.md from the results already in OUT.")
     args = parser.parse_args()
+    if args.table_only:
+        print(write_table(args.out))
+        return 0
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")

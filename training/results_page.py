@@ -122,3 +122,27 @@ def write_comparison(runs: dict[str, dict], path: Path) -> list[str]:
             "EmoDB figures; the papers' protocols differ as stated.", "", *lines, ""]
     path.write_text("\n".join(page))
     return lines
+
+
+def main() -> int:
+    """python -m ser_edge.training.results_page NAME=FOLDER ... --out results/RESULTS.md"""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="One UAR column per `ser-edge evaluate all` output folder.")
+    parser.add_argument("runs", nargs="+", help="NAME=FOLDER, a folder holding summary.json")
+    parser.add_argument("--out", type=Path, default=Path("results/RESULTS.md"))
+    args = parser.parse_args()
+    runs = {}
+    for spec in args.runs:
+        name, sep, folder = spec.partition("=")
+        summary = Path(folder) / "summary.json"
+        if not sep or not summary.is_file():
+            parser.error(f"{spec!r}: expected NAME=FOLDER with FOLDER/summary.json")
+        runs[name] = json.loads(summary.read_text())
+    print("\n".join(write_comparison(runs, args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

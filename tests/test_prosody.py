@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from ser_edge import FeatureConfig, FeatureStream, extract
+from ser_edge import FeatureConfig, extract
 from ser_edge.audio import load
 
 from reference import prosody
+from test_stream import stream_in_chunks
 
 SR = 16000
 PROSODY = FeatureConfig(blocks=["prosody"])
@@ -210,12 +211,4 @@ def test_prosody_sits_where_block_slices_say_in_any_order():
 def test_prosody_stream_equals_one_shot(sizes):
     x = np.concatenate([harmonic_complex(150.0)[:8000], white_noise()[:8000]])
     for config in (PROSODY, FeatureConfig(blocks=["mfcc", "prosody"])):
-        expected = extract(x, config)
-        stream = FeatureStream(config)
-        out, at, i = [], 0, 0
-        while at < len(x):
-            n = sizes[i % len(sizes)]
-            out.append(stream.accept(x[at : at + n]))
-            at += n
-            i += 1
-        np.testing.assert_array_equal(np.concatenate(out), expected)
+        np.testing.assert_array_equal(stream_in_chunks(x, sizes, config), extract(x, config))

@@ -26,7 +26,7 @@ def _config(**kw):
     return ModelConfig(input_dim=12, n_classes=3, hidden1=16, hidden2=8, dense=8, **kw)
 
 
-@pytest.mark.parametrize("kw", [dict(normalise="level", level_groups=((0, 8),)), dict(deltas=2),
+@pytest.mark.parametrize("kw", [dict(), dict(normalise="level", level_groups=((0, 8),)), dict(deltas=2),
                                 dict(subsample=3), dict(normalise="none", deltas=1, subsample=2)])
 def test_a_padded_batch_scores_each_item_as_if_alone_with_every_front_end(kw):
     torch.manual_seed(0)

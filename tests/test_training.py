@@ -58,22 +58,6 @@ def test_unreadable_and_too_short_files_are_skipped_with_a_warning_and_counted(t
     assert any(f"need {MIN_FRAMES}" in reason for _, reason in skipped)
 
 
-def test_a_padded_batch_scores_each_item_as_if_alone():
-    torch.manual_seed(0)
-    model = BiLstmAttention(ModelConfig(input_dim=12, n_classes=3, hidden1=16, hidden2=8, dense=8)).eval()
-    x = torch.randn(3, 50, 12)
-    lengths = torch.tensor([50, 31, 7])
-    with torch.no_grad():
-        logits, attention = model(x, lengths)
-    for b in range(3):
-        with torch.no_grad():
-            one, att = model(x[b : b + 1, : lengths[b]], lengths[b : b + 1])
-        torch.testing.assert_close(one[0], logits[b], atol=1e-6, rtol=1e-6)
-        torch.testing.assert_close(att[0], attention[b, : lengths[b]], atol=1e-6, rtol=1e-6)
-        assert float(attention[b, lengths[b] :].abs().sum()) == 0.0
-        assert float(attention[b].sum()) == pytest.approx(1.0, abs=1e-5)
-
-
 def test_a_constant_log_shift_per_window_changes_nothing():
     # A gain is a constant shift of log features; the per-window mean removal cancels it.
     torch.manual_seed(1)

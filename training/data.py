@@ -110,8 +110,9 @@ class FeatureCache:
         return feats
 
 
-def babble_talkers(clip: Clip, pool: Sequence[Clip], count: int = 5) -> list[Path]:
-    """`count` recordings of speakers other than `clip`'s, chosen reproducibly per clip."""
+def babble_talkers(clip: Clip | Example, pool: Sequence[Clip | Example], count: int = 5) -> list[Path]:
+    """`count` recordings of speakers other than `clip`'s, chosen reproducibly per clip
+    (clips or examples: only their path and speaker group are used)."""
     others = [c.path for c in pool if c.group != clip.group]
     seed = int.from_bytes(hashlib.sha1(clip.path.name.encode()).digest()[:8], "little")
     rng = np.random.default_rng(seed)
@@ -176,6 +177,7 @@ class Augmenter:
 
     def __call__(self, examples: Sequence[Example]) -> list[Example]:
         """The augmented copies of `examples` (not the examples themselves)."""
+        pool = sorted({e.path: e for e in examples}.values(), key=lambda e: e.path)  # babble voices, by path
         out = []
         for n, (kind, value) in enumerate(self.copies):
             for e in examples:
@@ -183,13 +185,7 @@ class Augmenter:
                     if kind == "speed":
                         feats = self.cache.features(e.path, speed=value)
                     else:
-                        talkers: list[Path] = []
-                        if kind == "babble":
-                            others = sorted({x.path for x in examples if x.group != e.group})
-                            seed = int.from_bytes(hashlib.sha1(e.path.name.encode()).digest()[:8], "little")
-                            rng = np.random.default_rng(seed)
-                            talkers = [others[i] for i in sorted(rng.choice(len(others), size=min(5, len(others)),
-                                                                           replace=False))] if others else []
+                        talkers = babble_talkers(e, pool) if kind == "babble" else []
                         feats = self.cache.features(e.path, NoiseSpec(kind, value, seed=100 + n), talkers)
                 except AudioError as err:
                     warnings.warn(f"no {kind} copy of {e.path}: {err}", stacklevel=2)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ser_edge.training.data import Example
+from ser_edge.training.metrics import report
 from ser_edge.training.model import BiLstmAttention, ModelConfig, SpecAugment
 
 __all__ = ["TrainConfig", "TrainResult", "predict", "select_device", "train_model"]
@@ -159,9 +160,7 @@ def _evaluate(model, examples, device, batch_size, loss_fn, n_classes) -> tuple[
             n += len(y)
             true += y.tolist()
             pred += logits.argmax(-1).tolist()
-    present = sorted(set(true))
-    uar = float(np.mean([np.mean(np.array(pred)[np.array(true) == c] == c) for c in present])) if present else 0.0
-    return total / max(n, 1), uar
+    return total / max(n, 1), report(true, pred, [str(c) for c in range(n_classes)])["uar"]
 
 
 def _progress(enabled: bool):

@@ -76,7 +76,7 @@ def test_readers_fail_clearly(tmp_path):
     (tmp_path / "a" / "x.wav").write_bytes(b"")
     with pytest.raises(CorpusError, match="does not match"):
         read_folders(tmp_path, r"^(spk\d+)_")
-    with pytest.raises(CorpusError, match="neither URDU nor EmoDB"):
+    with pytest.raises(CorpusError, match="neither URDU, EmoDB nor RAVDESS"):
         read_corpus(tmp_path)
 
 
@@ -108,24 +108,53 @@ def test_leave_one_speaker_out_tests_each_speaker_alone(groups):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from([f"t{i}" for i in range(12)]), min_size=20, max_size=150).filter(
-    lambda g: len(set(g)) >= 4), st.sampled_from([0.0, 0.1, 0.2, 0.3]), st.integers(0, 5))
-def test_adaptation_never_puts_a_test_speaker_into_training(groups, fraction, seed):
+@given(st.lists(st.tuples(st.sampled_from([f"t{i}" for i in range(12)]), st.sampled_from("abcd")),
+                min_size=20, max_size=150).filter(lambda rows: len({g for g, _ in rows}) >= 4),
+       st.sampled_from([0.0, 0.1, 0.2, 0.3]), st.integers(0, 5), st.integers(0, 2))
+def test_adaptation_split_is_speaker_disjoint_class_stratified_and_keeps_its_test_part(rows, fraction, seed, draw):
+    groups, labels = [g for g, _ in rows], [y for _, y in rows]
     try:
-        adapt, test = adaptation_split(groups, fraction, seed=seed)
+        adapt, test = adaptation_split(groups, labels, fraction, seed=seed, draw=draw)
     except ValueError as err:
-        assert "lower fraction" in str(err)
+        # The one documented failure: no draw of speakers leaves one out of the test part.
+        assert "no speakers left for adaptation" in str(err)
         return
-    assert not {groups[i] for i in adapt} & {groups[i] for i in test}
-    assert len(adapt) == round(fraction * len(groups))
-    # the test part does not depend on the fraction
-    assert np.array_equal(adaptation_split(groups, 0.0, seed=seed)[1], test)
+    test_groups = {groups[i] for i in test}
+    assert not {groups[i] for i in adapt} & test_groups
+    assert len(test_groups) < len(set(groups))
+    for y in set(labels):
+        available = sum(1 for g, lab in rows if lab == y and g not in test_groups)
+        wanted = round(fraction * labels.count(y))
+        assert sum(1 for i in adapt if labels[i] == y) == min(wanted, available)
+    # the test part depends on the seed only: not on the fraction, nor on the draw
+    assert np.array_equal(adaptation_split(groups, labels, 0.0, seed=seed)[1], test)
+
+
+def test_adaptation_draws_differ_and_respect_testable_speakers():
+    groups = [f"s{i % 10}" for i in range(200)]
+    labels = [("a", "b", "c", "d")[(i // 10) % 4] for i in range(200)]
+    first, test = adaptation_split(groups, labels, 0.2, seed=3, draw=0)
+    second, same = adaptation_split(groups, labels, 0.2, seed=3, draw=1)
+    assert np.array_equal(test, same) and not np.array_equal(first, second)
+    _, test = adaptation_split(groups, labels, 0.2, seed=3, testable=lambda g: g not in ("s0", "s1"))
+    assert not {groups[i] for i in test} & {"s0", "s1"}
+
+
+@needs_corpora
+def test_adaptation_test_half_of_urdu_is_class_balanced():
+    clips = read_urdu(DATA_DIR / "urdu")
+    groups, labels = [c.group for c in clips], [c.label for c in clips]
+    for seed in range(3):
+        _, test = adaptation_split(groups, labels, 0.0, seed=seed)
+        counts = Counter(labels[i] for i in test)
+        assert set(counts) == {"angry", "happy", "neutral", "sad"}
+        assert max(counts.values()) <= 2 * min(counts.values()), counts
 
 
 def test_k_shot_takes_k_per_class_from_non_test_speakers():
     groups = [f"s{i % 8}" for i in range(160)]
     labels = [("a", "b", "c", "d")[(i // 8) % 4] for i in range(160)]  # every speaker has every class
-    _, test = adaptation_split(groups, 0.0, seed=1)
+    _, test = adaptation_split(groups, labels, 0.0, seed=1)
     for k in (5, 10, 15):
         shots = k_shot_split(groups, labels, k, test, seed=1)
         assert Counter(labels[i] for i in shots) == {y: k for y in "abcd"}

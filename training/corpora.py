@@ -1,6 +1,6 @@
 """Emotional-speech corpora as lists of labelled clips, whatever their layout or language.
 
-Readers: the URDU layout, the EmoDB file-name layout, one folder per label, and a CSV
+Readers: the URDU layout, the EmoDB and RAVDESS file-name layouts, one folder per label, and a CSV
 manifest (path, label, speaker[, language]) for any other corpus. Labels are mapped onto
 the shared 4 classes (angry, happy, neutral, sad) by `to_shared`.
 """
@@ -22,6 +22,7 @@ __all__ = [
     "read_emodb",
     "read_folders",
     "read_manifest",
+    "read_ravdess",
     "read_urdu",
     "to_shared",
 ]
@@ -54,6 +55,18 @@ EMODB_LETTERS = {
 _EMODB_NAME = re.compile(r"^(\d{2})([a-b]\d{2})([WLEAFTN])([a-z])$")
 _URDU_NAME = re.compile(r"^S([MF])(\d+)_F\d+_([AHNS])\d+$")
 _URDU_LETTERS = {"A": "angry", "H": "happy", "N": "neutral", "S": "sad"}
+# RAVDESS: modality-channel-emotion-intensity-statement-repetition-actor; speech is channel 01.
+_RAVDESS_NAME = re.compile(r"^(\d{2})-(01)-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d{2})$")
+RAVDESS_EMOTIONS = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgust",
+    "08": "surprised",
+}
 _AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 
 
@@ -124,6 +137,14 @@ def read_emodb(root: str | Path) -> list[Clip]:
                        lambda path, m: Clip(path, EMODB_LETTERS[m[3]], m[1], "emodb", "de"))
 
 
+def read_ravdess(root: str | Path) -> list[Clip]:
+    """RAVDESS speech: `03-01-05-02-01-01-07.flac` = audio only, speech, emotion 05 (angry),
+    strong intensity, statement 01, repetition 01, actor 07. The actor is the speaker.
+    Calm (02) has no counterpart in the shared 4 classes, so `to_shared` leaves it out."""
+    return _read_named(root, "RAVDESS", _RAVDESS_NAME, "03-01-05-02-01-01-07.flac",
+                       lambda path, m: Clip(path, RAVDESS_EMOTIONS[m[3]], m[7], "ravdess", "en"))
+
+
 def read_folders(
     root: str | Path, speaker_pattern: str, corpus: Optional[str] = None, language: str = ""
 ) -> list[Clip]:
@@ -183,7 +204,7 @@ def read_manifest(path: str | Path, corpus: Optional[str] = None) -> list[Clip]:
 
 
 def read_corpus(spec: str | Path) -> list[Clip]:
-    """Read a corpus by its layout: a .csv manifest, or a folder holding URDU or EmoDB files."""
+    """Read a corpus by its layout: a .csv manifest, or a folder holding URDU, EmoDB or RAVDESS files."""
     spec = Path(spec)
     if spec.suffix.lower() == ".csv":
         return read_manifest(spec)
@@ -195,5 +216,7 @@ def read_corpus(spec: str | Path) -> list[Clip]:
         return read_urdu(root)
     if all(_EMODB_NAME.match(n) for n in names):
         return read_emodb(root)
-    raise CorpusError(f"{str(root)!r}: neither URDU nor EmoDB file names; describe it with a CSV "
+    if all(_RAVDESS_NAME.match(n) for n in names):
+        return read_ravdess(root)
+    raise CorpusError(f"{str(root)!r}: neither URDU, EmoDB nor RAVDESS file names; describe it with a CSV "
                       "manifest (path,label,speaker[,language]) or use read_folders with a speaker pattern")

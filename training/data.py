@@ -17,7 +17,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-import ser_edge
 from ser_edge.audio import AudioError, load
 from ser_edge.features import FeatureConfig, extract
 from ser_edge.training.corpora import Clip
@@ -51,12 +50,27 @@ class Example:
     path: Path
 
 
+def core_key() -> str:
+    """A digest of the compiled feature core (the extension's bytes): features cached by one
+    build are never served to another, so a change to the C++ code recomputes them."""
+    global _CORE_KEY
+    if _CORE_KEY is None:
+        from ser_edge import _core
+
+        _CORE_KEY = hashlib.sha1(Path(_core.__file__).read_bytes()).hexdigest()
+    return _CORE_KEY
+
+
+_CORE_KEY: Optional[str] = None
+
+
 def _default_root() -> Path:
     return Path(os.environ.get("SER_EDGE_CACHE", Path.home() / ".cache" / "ser-edge" / "features"))
 
 
 class FeatureCache:
-    """On-disk cache of feature matrices keyed by (config, file content, noise)."""
+    """On-disk cache of feature matrices keyed by (feature core build, config, file content,
+    noise, speed)."""
 
     def __init__(self, config: FeatureConfig, root: Optional[Path] = None) -> None:
         self.config = config
@@ -64,7 +78,7 @@ class FeatureCache:
         self._config_key = hashlib.sha1(config.to_json().encode()).hexdigest()
 
     def _key(self, path: Path, noise: Optional[NoiseSpec], talkers: Sequence[Path], speed: float = 1.0) -> Path:
-        h = hashlib.sha1(f"{ser_edge.__version__}|{self._config_key}".encode())
+        h = hashlib.sha1(f"{core_key()}|{self._config_key}".encode())
         if speed != 1.0:
             h.update(f"speed={speed!r}".encode())
         h.update(Path(path).read_bytes())
@@ -92,8 +106,9 @@ class FeatureCache:
 
             samples = soxr.resample(samples, self.config.sample_rate * speed, self.config.sample_rate)
         if noise is not None:
-            # The seed covers the file name so that each clip gets its own noise, reproducibly.
-            seed = int.from_bytes(hashlib.sha1(f"{noise.key()}|{Path(path).name}".encode()).digest()[:8], "little")
+            # The seed covers the file's stem so that each clip gets its own noise, reproducibly
+            # (the same for a clip stored as WAV or FLAC).
+            seed = int.from_bytes(hashlib.sha1(f"{noise.key()}|{Path(path).stem}".encode()).digest()[:8], "little")
             rng = np.random.default_rng(seed)
             voices = []
             for talker in talkers if noise.kind == "babble" else []:
@@ -101,7 +116,8 @@ class FeatureCache:
                 # the noisy examples must stay aligned with the clean ones.
                 with contextlib.suppress(AudioError):
                     voices.append(load(talker, self.config.sample_rate))
-            samples = mix_at_snr(samples, make_noise(noise.kind, len(samples), rng, voices), noise.snr_db)
+            samples = mix_at_snr(samples, make_noise(noise.kind, len(samples), rng, voices), noise.snr_db,
+                                 self.config.sample_rate)
         feats = extract(samples, self.config)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
@@ -111,12 +127,18 @@ class FeatureCache:
 
 
 def babble_talkers(clip: Clip | Example, pool: Sequence[Clip | Example], count: int = 5) -> list[Path]:
-    """`count` recordings of speakers other than `clip`'s, chosen reproducibly per clip
-    (clips or examples: only their path and speaker group are used)."""
-    others = [c.path for c in pool if c.group != clip.group]
-    seed = int.from_bytes(hashlib.sha1(clip.path.name.encode()).digest()[:8], "little")
+    """One recording each of `count` speakers other than `clip`'s (fewer when the pool has
+    fewer), chosen reproducibly per clip (clips or examples: only their path and speaker
+    group are used)."""
+    by_speaker: dict[str, list[Path]] = {}
+    for c in pool:
+        if c.group != clip.group:
+            by_speaker.setdefault(c.group, []).append(c.path)
+    seed = int.from_bytes(hashlib.sha1(clip.path.stem.encode()).digest()[:8], "little")
     rng = np.random.default_rng(seed)
-    return [others[i] for i in sorted(rng.choice(len(others), size=min(count, len(others)), replace=False))]
+    speakers = sorted(by_speaker)
+    chosen = sorted(rng.choice(len(speakers), size=min(count, len(speakers)), replace=False)) if speakers else []
+    return [sorted(by_speaker[speakers[i]])[int(rng.integers(len(by_speaker[speakers[i]])))] for i in chosen]
 
 
 def load_examples(clips: Sequence[Clip], labels: Sequence[str], cache: FeatureCache,
@@ -124,7 +146,7 @@ def load_examples(clips: Sequence[Clip], labels: Sequence[str], cache: FeatureCa
                   ) -> tuple[list[Example], list[tuple[Path, str]]]:
     """Features of every clip whose label is in `labels`; returns (examples, skipped).
 
-    With `noise`, each clip is mixed with it first; babble is made of five clips of other
+    With `noise`, each clip is mixed with it first; babble is made of clips of five other
     speakers of the same list. An unreadable or too-short file is skipped with a warning
     and listed in `skipped` with the reason, never dropped silently.
     """
@@ -156,7 +178,7 @@ def load_examples(clips: Sequence[Clip], labels: Sequence[str], cache: FeatureCa
 
 class Augmenter:
     """Extra training copies of examples: speed-perturbed ("speed:0.9") or noisy
-    ("white:20", "pink:15", "babble:10": kind and SNR in dB; babble made of five clips of
+    ("white:20", "pink:15", "babble:10": kind and SNR in dB; babble made of clips of five
     other speakers among the examples given). Copies keep their clip's label and speaker;
     a copy that cannot be made is left out with a warning."""
 

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["NOISE_KINDS", "babble", "make_noise", "mix_at_snr", "pink", "white"]
+__all__ = ["NOISE_KINDS", "active_power", "babble", "make_noise", "mix_at_snr", "pink", "white"]
 
 NOISE_KINDS = ("white", "pink", "babble")
 
@@ -38,9 +38,27 @@ def babble(n: int, rng: np.random.Generator, talkers: Sequence[np.ndarray], coun
     return out.astype(np.float32)
 
 
-def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """signal + noise scaled so that the power ratio signal/noise is `snr_db` (over the whole clip)."""
-    p_signal = float(np.mean(np.asarray(signal, np.float64) ** 2))
+def active_power(signal: np.ndarray, sample_rate: int = 16000, block_s: float = 0.01,
+                 floor_db: float = 40.0) -> float:
+    """Mean power of the active part of `signal`: the 10 ms blocks within `floor_db` of the
+    loudest block (a simple active speech level), so that silence and zero padding do not
+    lower the level a noise is set against."""
+    x = np.asarray(signal, np.float64)
+    block = max(1, int(round(block_s * sample_rate)))
+    n = len(x) // block
+    if n == 0:
+        return float(np.mean(x**2)) if len(x) else 0.0
+    powers = np.mean(x[: n * block].reshape(n, block) ** 2, axis=1)
+    peak = float(powers.max())
+    if peak == 0.0:
+        return 0.0
+    return float(powers[powers >= peak * 10.0 ** (-floor_db / 10.0)].mean())
+
+
+def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float, sample_rate: int = 16000) -> np.ndarray:
+    """signal + noise scaled so that the ratio of the signal's active power (see
+    `active_power`: speech, not its pauses or padding) to the noise's mean power is `snr_db`."""
+    p_signal = active_power(signal, sample_rate)
     p_noise = float(np.mean(np.asarray(noise, np.float64) ** 2))
     if p_noise == 0.0 or p_signal == 0.0:
         return np.asarray(signal, np.float32).copy()

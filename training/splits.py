@@ -2,19 +2,39 @@
 
 `grouped_kfold` and `leave_one_speaker_out` give test folds that together cover every
 clip exactly once; `adaptation_split` and `k_shot_split` take target-corpus clips for
-training from speakers that are kept out of the target's test part.
+training from speakers that are kept out of the target's test part. `DEVELOPMENT_SPEAKERS`
+are never tested on in published figures: choices are made on them.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["adaptation_split", "grouped_kfold", "k_shot_split", "leave_one_speaker_out", "validation_split"]
+__all__ = ["DEVELOPMENT_SPEAKERS", "adaptation_split", "grouped_kfold", "is_development", "k_shot_split",
+           "leave_one_speaker_out", "validation_split"]
 
 Fold = tuple[np.ndarray, np.ndarray]  # (train indices, test indices)
+
+#: Speakers set aside for development: recipes and model choices are compared on these
+#: alone (see ablation.py), and no published test figure is computed on them, so every
+#: published figure comes from speakers that no choice has seen. About a quarter of each
+#: corpus, both genders where the corpus has them, every class present:
+#: URDU M2 (angry 28), M7 (happy 28), M20, F9, M21 (neutral 10 + 4 + 4), M24 (sad 38);
+#: EmoDB 11 (male) and 14 (female), each with all 7 classes; RAVDESS actors 01, 03 (male) and 02, 04 (female).
+DEVELOPMENT_SPEAKERS: dict[str, frozenset[str]] = {
+    "urdu": frozenset({"M2", "M7", "M20", "F9", "M21", "M24"}),
+    "emodb": frozenset({"11", "14"}),
+    "ravdess": frozenset({"01", "02", "03", "04"}),
+}
+
+
+def is_development(group: str) -> bool:
+    """Whether a speaker group ("corpus:speaker") is one of the development speakers."""
+    corpus, _, speaker = group.partition(":")
+    return speaker in DEVELOPMENT_SPEAKERS.get(corpus, frozenset())
 
 
 def _by_group(groups: Sequence[str]) -> dict[str, list[int]]:
@@ -60,35 +80,60 @@ def leave_one_speaker_out(groups: Sequence[str]) -> list[Fold]:
     return [_fold(np.array(members[g], dtype=np.int64), len(groups)) for g in sorted(members)]
 
 
-def adaptation_split(groups: Sequence[str], fraction: float, seed: int = 0,
-                     test_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def _class_mix(y: np.ndarray, idx: Sequence[int], classes: np.ndarray) -> np.ndarray:
+    chosen = y[np.asarray(idx, dtype=np.int64)]
+    return np.array([np.mean(chosen == c) if len(chosen) else 0.0 for c in classes])
+
+
+def adaptation_split(groups: Sequence[str], labels: Sequence, fraction: float, seed: int = 0,
+                     test_fraction: float = 0.5, draw: int = 0, tries: int = 200,
+                     testable: Optional[Callable[[str], bool]] = None) -> tuple[np.ndarray, np.ndarray]:
     """Target-corpus indices (adapt, test) with disjoint speakers.
 
-    A seeded `test_fraction` of the speakers (by clip count) forms the test part, the same
-    for every `fraction` with the same seed, so 10 / 20 / 30 % runs are comparable. The
-    adaptation set is `fraction` of all target clips, drawn from the other speakers.
+    The test part is about `test_fraction` of the clips, whole speakers: of `tries` seeded
+    draws of speakers, the one whose class mix is closest to the whole target's (total
+    variation distance) is kept, so that a corpus whose speakers each hold one or two
+    classes (URDU) does not test on a lopsided half. It depends on `seed` only, so every
+    `fraction` and `draw` is tested on the same clips. The adaptation set is `fraction`
+    of the target, stratified by class (each class gives round(fraction * its clips), or
+    all its clips outside the test speakers when it has fewer), drawn from the other
+    speakers; `draw` picks another random subset with the same test part. `testable`, when
+    given, says which speaker groups may be in the test part (e.g. not the development ones).
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
     members = _by_group(groups)
     if len(members) < 2:
         raise ValueError("adaptation needs at least 2 target speakers")
+    y = np.asarray(labels)
+    classes = np.unique(y)
+    overall = _class_mix(y, range(len(y)), classes)
     rng = np.random.default_rng(seed)
-    order = sorted(members)
-    rng.shuffle(order)
     n = len(groups)
-    test, pool = [], []
-    for g in order:
-        (test if len(test) < test_fraction * n else pool).extend(members[g])
-    if not pool:
+    candidates = sorted(g for g in members if testable is None or testable(g))
+    best, best_score = None, None
+    for _ in range(tries):
+        test: list[int] = []
+        for g in rng.permutation(candidates):
+            if len(test) >= test_fraction * n:
+                break
+            test.extend(members[g])
+        if len(test) == n:
+            continue  # every speaker in the test part: nothing left to adapt with
+        score = 0.5 * float(np.abs(_class_mix(y, test, classes) - overall).sum())
+        if best_score is None or score < best_score:
+            best, best_score = sorted(test), score
+    if best is None:
         raise ValueError("no speakers left for adaptation; lower test_fraction")
-    want = int(round(fraction * n))
-    if want > len(pool):
-        raise ValueError(f"{fraction:.0%} of the target is {want} clips, but the speakers outside the "
-                         f"test part have only {len(pool)}; lower fraction or test_fraction")
-    pool_idx = np.array(pool, dtype=np.int64)
-    rng.shuffle(pool_idx)
-    return np.sort(pool_idx[:want]), np.array(sorted(test), dtype=np.int64)
+    test_idx = np.array(best, dtype=np.int64)
+    test_groups = {groups[i] for i in test_idx}
+    pick = np.random.default_rng([seed, draw, 1])
+    chosen: list[int] = []
+    for c in classes:
+        pool = [i for i in range(n) if y[i] == c and groups[i] not in test_groups]
+        want = min(int(round(fraction * int(np.sum(y == c)))), len(pool))
+        chosen.extend(pick.choice(pool, size=want, replace=False).tolist() if want else [])
+    return np.array(sorted(chosen), dtype=np.int64), test_idx
 
 
 def k_shot_split(groups: Sequence[str], labels: Sequence[str], k: int, test: np.ndarray,

@@ -97,7 +97,12 @@ def describe(recipe: Recipe) -> str:
 
 
 def get_recipe(name: str) -> Recipe:
-    try:
+    """A named recipe, or a row of the ablation (see ablation.py) by its name."""
+    if name in RECIPES:
         return RECIPES[name]
-    except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}") from None
+    from ser_edge.training.ablation import ROWS, resolve
+
+    if name in ROWS:
+        return resolve(name)
+    raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)} or an ablation row "
+                     f"({', '.join(ROWS)})")

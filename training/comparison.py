@@ -1,0 +1,557 @@
+"""ser-edge beside the anchors a researcher would pick, on the same folds of three corpora.
+
+    python -m ser_edge.training.comparison --urdu ../shared/data/urdu --emodb ../shared/data/emodb-2s \\
+        --ravdess ../shared/data/ravdess --whisper ~/.cache/ser-edge/teachers/whisper-base \\
+        --out results/comparison [--seeds 0 1 2] [--jobs 2] [--device auto]
+
+Protocols, all speaker-independent and at utterance level (UAR, WA, macro-F1):
+- within each corpus: URDU 4 classes, EmoDB 2-s 7 classes, RAVDESS 8 and 4 classes,
+  speaker-grouped folds;
+- zero-shot, all six ordered pairs, on the 4 shared classes (train on all of one corpus);
+- leave one corpus out: train on two corpora, test on the third (4 classes);
+- joint: all three corpora pooled (4 classes), speaker-grouped folds, UAR per corpus:
+  the protocol the bundled model is judged by.
+
+Test clips never come from the development speakers (`splits.DEVELOPMENT_SPEAKERS`), on
+which the recipe was chosen; they are in every training part. Folds depend on the speakers
+only (fold seed 0), so every system and every seed is scored on the same test clips.
+
+Systems: ser-edge (the C++ features and the Bi-LSTM-attention recipe; one training per
+fold and seed, also scored with its test clips in white, pink and babble noise at 10 dB
+in the within-corpus protocols), and the anchors of `anchors.py` (openSMILE functionals +
+linear SVM, Whisper-base embeddings + logistic regression; deterministic). Each run is a
+JSON file under OUT/runs/, written when it finishes and reused when the command is run
+again, so an interrupted comparison resumes where it stopped and the anchors and ser-edge
+can be run on different machines into one folder. `--table-only` writes the page from the
+runs present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from itertools import permutations
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ser_edge.training.corpora import (
+    EMODB_LETTERS,
+    RAVDESS_EMOTIONS,
+    SHARED_LABELS,
+    Clip,
+    read_emodb,
+    read_ravdess,
+    read_urdu,
+    to_shared,
+)
+from ser_edge.training.metrics import report
+from ser_edge.training.splits import grouped_kfold, is_development
+
+__all__ = ["Task", "comparison_tasks", "run_anchor", "run_jobs", "run_ser_edge", "write_page"]
+
+READERS = {"urdu": read_urdu, "emodb": read_emodb, "ravdess": read_ravdess}
+TITLES = {"urdu": "URDU", "emodb": "EmoDB 2-s", "ravdess": "RAVDESS"}
+SHARED = list(SHARED_LABELS)
+NOISE = ("white", "pink", "babble")
+NOISE_SNR_DB = 10.0
+
+
+@dataclass
+class Task:
+    """One protocol: a pool of clips with labels, and its (train, test) index splits."""
+
+    name: str
+    title: str
+    kind: str                     # "within", "zero-shot", "loco", "joint", "dev-joint", "dev-cross"
+    labels: list[str]
+    clips: list[Clip]
+    splits: list[tuple[list[int], list[int]]] = field(default_factory=list)
+    noise: bool = False           # ser-edge runs also score the test clips in noise
+
+    def test_set(self) -> list[str]:
+        """Every test clip's id (corpus/stem), in split order: equal across systems."""
+        return [clip_id(self.clips[i]) for _, test in self.splits for i in test]
+
+
+def clip_id(clip: Clip) -> str:
+    """A clip's identity independent of where it is stored and in which container."""
+    return f"{clip.corpus}/{clip.path.stem}"
+
+
+def _speaker_folds(clips: Sequence[Clip], k: int, testable: Callable[[str], bool],
+                   trainable: Callable[[str], bool] = lambda g: True) -> list[tuple[list[int], list[int]]]:
+    """Folds whose test parts cover the clips of the `testable` speakers, grouped by speaker
+    (fold seed 0); every other `trainable` clip trains in every fold."""
+    eligible = [i for i, c in enumerate(clips) if testable(c.group)]
+    inner = grouped_kfold([clips[i].group for i in eligible], k=k, seed=0)
+    out = []
+    for _, test in inner:
+        test_idx = sorted(eligible[j] for j in test)
+        held = set(test_idx)
+        out.append(([i for i, c in enumerate(clips) if i not in held and trainable(c.group)], test_idx))
+    return out
+
+
+def _evaluation(group: str) -> bool:
+    return not is_development(group)
+
+
+def comparison_tasks(corpora: dict[str, list[Clip]], folds: int = 10) -> list[Task]:
+    """The published protocols over the corpora given (any of urdu, emodb, ravdess)."""
+    tasks = []
+    own = {"urdu": ("urdu", SHARED, "4 classes"), "emodb": ("emodb", list(EMODB_LETTERS.values()), "7 classes"),
+           "ravdess": ("ravdess", list(RAVDESS_EMOTIONS.values()), "8 classes")}
+    within = [own[c] for c in ("urdu", "emodb", "ravdess") if c in corpora]
+    if "ravdess" in corpora:
+        within.append(("ravdess4", SHARED, "4 classes"))
+    for name, labels, what in within:
+        corpus = name.rstrip("4")
+        clips = [c for c in corpora[corpus] if c.label in labels] if labels is not SHARED else to_shared(corpora[corpus])
+        tasks.append(Task(f"within-{name}", f"within {TITLES[corpus]} ({what})", "within", list(labels), clips,
+                          _speaker_folds(clips, folds, _evaluation), noise=True))
+    shared = {c: to_shared(clips) for c, clips in corpora.items()}
+    for a, b in permutations(sorted(shared), 2):
+        pool = shared[a] + shared[b]
+        test = [i for i in range(len(shared[a]), len(pool)) if _evaluation(pool[i].group)]
+        tasks.append(Task(f"zeroshot-{a}-to-{b}", f"zero-shot {TITLES[a]} → {TITLES[b]} (4 classes)", "zero-shot",
+                          SHARED, pool, [(list(range(len(shared[a]))), test)]))
+    if len(shared) >= 3:
+        for c in sorted(shared):
+            others = [o for o in sorted(shared) if o != c]
+            pool = [x for o in others for x in shared[o]] + shared[c]
+            n = len(pool) - len(shared[c])
+            test = [i for i in range(n, len(pool)) if _evaluation(pool[i].group)]
+            tasks.append(Task(f"loco-{c}", f"{' + '.join(TITLES[o] for o in others)} → {TITLES[c]} (4 classes)",
+                              "loco", SHARED, pool, [(list(range(n)), test)]))
+    if len(shared) >= 2:
+        pool = [x for c in sorted(shared) for x in shared[c]]
+        tasks.append(Task("joint", f"joint {' + '.join(TITLES[c] for c in sorted(shared))} (4 classes)", "joint",
+                          SHARED, pool, _speaker_folds(pool, folds, _evaluation)))
+    return tasks
+
+
+# ---------------------------------------------------------------------------- running
+
+_STATE: dict = {}
+
+
+def _init_worker(tasks: dict[str, Task], device: str, threads: int, overrides: Optional[dict] = None) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
+    _STATE.update(tasks=tasks, device=device, features={}, overrides=overrides or {})
+
+
+def _examples(task: Task, indices: Sequence[int], cache, noise=None):
+    from ser_edge.training.data import Example, NoiseSpec, babble_talkers
+
+    memo = _STATE.setdefault("features", {})
+    out = []
+    for i in indices:
+        clip = task.clips[i]
+        key = (str(clip.path), noise, cache.config.to_json())
+        if key not in memo:
+            spec = NoiseSpec(noise, NOISE_SNR_DB) if noise else None
+            talkers = babble_talkers(clip, [c for c in task.clips if c.corpus == clip.corpus]) if noise == "babble" else []
+            memo[key] = cache.features(clip.path, spec, talkers)
+        out.append(Example(memo[key], task.labels.index(clip.label), clip.group, clip.path))
+    return out
+
+
+def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dict:
+    """Train the recipe on one split of a task and score its test clips (and, for tasks with
+    noise, the same clips in each noise)."""
+    from ser_edge.training.data import FeatureCache
+    from ser_edge.training.protocols import fit
+    from ser_edge.training.recipes import get_recipe
+    from ser_edge.training.trainer import predict
+
+    task: Task = _STATE["tasks"][task_name]
+    recipe = get_recipe(recipe_name).derive(train={**_STATE["overrides"], "seed": seed, "device": _STATE["device"]})
+    cache = FeatureCache(recipe.features)
+    train_idx, test_idx = task.splits[split]
+    start = time.time()
+    result = fit(_examples(task, train_idx, cache), recipe.model_config(len(task.labels)), recipe.train,
+                 augment=recipe.augmenter(cache))
+    test = _examples(task, test_idx, cache)
+    probs = predict(result.model, test)
+    out = _run_record(task, test_idx, probs)
+    out.update(system="ser-edge", recipe=recipe_name, seed=seed, best_epoch=result.best_epoch,
+               epochs=len(result.history), device=result.device, seconds=round(time.time() - start, 1))
+    if task.noise:
+        out["noise"] = {kind: predict(result.model, _examples(task, test_idx, cache, kind)).argmax(1).tolist()
+                        for kind in NOISE}
+    return out
+
+
+def _run_record(task: Task, test_idx: Sequence[int], probs: np.ndarray) -> dict:
+    return {"task": task.name, "test": [clip_id(task.clips[i]) for i in test_idx],
+            "true": [task.labels.index(task.clips[i].label) for i in test_idx],
+            "pred": probs.argmax(1).tolist(), "probabilities": np.round(probs, 4).tolist()}
+
+
+def run_anchor(task: Task, anchor: str, embeddings: dict[str, np.ndarray]) -> list[dict]:
+    """Fit the anchor's classifier on each split's training clips, score its test clips."""
+    from ser_edge.training.anchors import ANCHORS, make_classifier
+
+    kind = ANCHORS[anchor][1]
+    records = []
+    for split, (train_idx, test_idx) in enumerate(task.splits):
+        X = np.stack([embeddings[clip_id(task.clips[i])] for i in train_idx])
+        y = [task.labels.index(task.clips[i].label) for i in train_idx]
+        clf = make_classifier(kind).fit(X, y)
+        Xt = np.stack([embeddings[clip_id(task.clips[i])] for i in test_idx])
+        pred = clf.predict(Xt)
+        probs = np.eye(len(task.labels))[pred]  # the SVM gives no probabilities: one-hot decisions
+        record = _run_record(task, test_idx, probs)
+        record.update(system=anchor, seed=0, split=split)
+        records.append(record)
+    return records
+
+
+def run_jobs(jobs: Sequence[tuple[str, int, int, str]], tasks: dict[str, Task], runs: Path, workers: int,
+             device: str, log: Callable[[str], None] = print, overrides: Optional[dict] = None) -> None:
+    """ser-edge jobs (task, split, seed, recipe) in `workers` processes of one thread each;
+    each result is written to `runs` as soon as it is done, and jobs already there are skipped.
+    `overrides` changes training options of every recipe (quick checks only)."""
+    todo = [j for j in jobs if not _run_path(runs, "ser-edge", *j).exists()]
+    log(f"{len(jobs) - len(todo)} of {len(jobs)} ser-edge runs already done; {len(todo)} to run "
+        f"in {workers} process(es) on {device}")
+    if not todo:
+        return
+    start = time.time()
+
+    def save(job, record):
+        record["split"] = job[1]
+        _write_atomic(_run_path(runs, "ser-edge", *job), record)
+
+    if workers <= 1:
+        _init_worker(tasks, device, 1, overrides)
+        for n, job in enumerate(todo, 1):
+            save(job, run_ser_edge(*job))
+            log(f"[{n}/{len(todo)}] {job[0]} split {job[1] + 1} seed {job[2]} ({(time.time() - start) / 60:.1f} min)")
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(tasks, device, 1, overrides)) as pool:
+        futures = {pool.submit(run_ser_edge, *job): job for job in todo}
+        for n, future in enumerate(as_completed(futures), 1):
+            job = futures[future]
+            save(job, future.result())
+            log(f"[{n}/{len(todo)}] {job[0]} split {job[1] + 1} seed {job[2]} ({(time.time() - start) / 60:.1f} min)")
+
+
+def _run_path(runs: Path, system: str, task: str, split: int, seed: int, recipe: str = "") -> Path:
+    tag = f"-{recipe}" if recipe else ""
+    return runs / system / f"{task}{tag}-s{seed}-f{split + 1}.json"
+
+
+def _write_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- results
+
+
+def collect(runs: Path, tasks: Sequence[Task]) -> dict:
+    """{task: {system: {seed: merged record}}} from the run files, checked against the
+    tasks' test clips (every system is scored on the same clips)."""
+    out: dict = {}
+    for task in tasks:
+        expected = task.test_set()
+        for system_dir in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
+            by_seed: dict = {}
+            for path in sorted(system_dir.glob(f"{task.name}-*s*-f*.json")):
+                rec = json.loads(path.read_text())
+                if rec["task"] != task.name:
+                    continue
+                name = rec["system"] if rec["system"] != "ser-edge" else f"ser-edge ({rec.get('recipe', '?')})"
+                by_seed.setdefault(name, {}).setdefault(rec["seed"], []).append(rec)
+            for name, seeds in by_seed.items():
+                for seed, recs in seeds.items():
+                    if len(recs) != len(task.splits):
+                        continue  # unfinished: left out of the page
+                    recs.sort(key=lambda r: r["split"])
+                    merged = {k: [v for r in recs for v in r[k]] for k in ("test", "true", "pred")}
+                    if merged["test"] != expected:
+                        raise ValueError(f"{path.parent}: the runs of {name} on {task.name} were scored on other "
+                                         "clips than this comparison's folds; remove them or use the same corpora")
+                    if "noise" in recs[0]:
+                        merged["noise"] = {k: [v for r in recs for v in r["noise"][k]] for k in recs[0]["noise"]}
+                    out.setdefault(task.name, {}).setdefault(name, {})[seed] = merged
+    return out
+
+
+def _scores(task: Task, merged: dict) -> dict:
+    r = report(merged["true"], merged["pred"], task.labels)
+    corpora = [t.split("/")[0] for t in merged["test"]]
+    if len(set(corpora)) > 1:
+        which = np.array(corpora)
+        true, pred = np.array(merged["true"]), np.array(merged["pred"])
+        r["by_corpus"] = {c: report(true[which == c], pred[which == c], task.labels)["uar"] for c in sorted(set(corpora))}
+    r["noise"] = {k: report(merged["true"], p, task.labels)["uar"] for k, p in merged.get("noise", {}).items()}
+    return r
+
+
+def _cell(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def summarise(tasks: Sequence[Task], results: dict) -> dict:
+    """{task: {system: {"uar": [per seed], "wa": [...], "macro_f1": [...], "by_corpus": {c: [...]}, "noise": {k: [...]}}}}"""
+    out: dict = {}
+    for task in tasks:
+        for system, seeds in results.get(task.name, {}).items():
+            entry: dict = {"uar": [], "wa": [], "macro_f1": [], "by_corpus": {}, "noise": {}, "seeds": []}
+            for seed in sorted(seeds):
+                s = _scores(task, seeds[seed])
+                entry["seeds"].append(seed)
+                for k in ("uar", "wa", "macro_f1"):
+                    entry[k].append(s[k])
+                for c, v in s.get("by_corpus", {}).items():
+                    entry["by_corpus"].setdefault(c, []).append(v)
+                for c, v in s["noise"].items():
+                    entry["noise"].setdefault(c, []).append(v)
+            out.setdefault(task.name, {})[system] = entry
+    return out
+
+
+def write_page(tasks: Sequence[Task], summary: dict, costs: dict, out: Path, meta: dict) -> str:
+    """OUT/COMPARISON.md: a table per protocol, every system on the same test clips, and
+    OUT/comparison.png: mean UAR over the protocols against cost and size."""
+    lines = ["# ser-edge beside the anchors, on three corpora", "",
+             "UAR (mean per-class recall) in %, speaker-independent and utterance level; ser-edge is",
+             "the mean ± sd over its training seeds, the anchors are deterministic. Every system is",
+             "scored on the same test clips; test speakers never include the development speakers",
+             "the recipe was chosen on (splits.DEVELOPMENT_SPEAKERS), who are in every training part.",
+             f"Chance: 25.0 (4 classes), 14.3 (7), 12.5 (8). {meta.get('note', '')}", ""]
+    systems = sorted({s for t in summary.values() for s in t}, key=lambda s: (not s.startswith("ser-edge"), s))
+    for task in tasks:
+        rows = summary.get(task.name)
+        if not rows:
+            continue
+        n_test = len(task.test_set())
+        folds = f"{len(task.splits)} speaker-grouped folds" if len(task.splits) > 1 else "one split"
+        lines += [f"## {task.title}", "", f"{folds}; {n_test} test clips.", ""]
+        corpora = sorted({c for e in rows.values() for c in e["by_corpus"]})
+        noise = sorted({c for e in rows.values() for c in e["noise"]})
+        head = ["system", "UAR", "WA", "macro-F1"] + [f"UAR {TITLES.get(c, c)}" for c in corpora] + \
+            [f"UAR {k} {NOISE_SNR_DB:g} dB" for k in noise]
+        lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for system in systems:
+            e = rows.get(system)
+            if e is None:
+                continue
+            cells = [_cell(e["uar"]), _cell(e["wa"]), _cell(e["macro_f1"])]
+            cells += [_cell(e["by_corpus"][c]) if c in e["by_corpus"] else "-" for c in corpora]
+            cells += [_cell(e["noise"][k]) if k in e["noise"] else "-" for k in noise]
+            lines.append(f"| {system} | " + " | ".join(cells) + " |")
+        lines.append("")
+    overview = overview_rows(tasks, summary)
+    lines += ["## Overview", "", "Mean UAR over the protocols every system ran, with cost: feature (and encoder) "
+              "seconds per second of audio on one CPU core, and size of what must be shipped (model and "
+              "encoder files).", "",
+              "| system | protocols | mean UAR | s per s of audio | size MB |", "|---|---:|---:|---:|---:|"]
+    for system, (n, mean) in overview.items():
+        c = costs.get(_cost_key(system), {})
+        lines.append(f"| {system} | {n} | {100 * mean:.1f} | {c.get('seconds_per_second', float('nan')):.4f} | "
+                     f"{c.get('size_mb', float('nan')):.2f} |")
+    lines += ["", "![UAR against cost and size](comparison.png)", ""]
+    text = "\n".join(lines)
+    (out / "COMPARISON.md").write_text(text)
+    _plot(overview, costs, out / "comparison.png")
+    return text
+
+
+def overview_rows(tasks: Sequence[Task], summary: dict) -> dict[str, tuple[int, float]]:
+    """system -> (number of protocols, mean UAR over them, seeds averaged)."""
+    out = {}
+    systems = {s for t in summary.values() for s in t}
+    for system in sorted(systems, key=lambda s: (not s.startswith("ser-edge"), s)):
+        uars = [statistics.fmean(summary[t.name][system]["uar"]) for t in tasks
+                if system in summary.get(t.name, {})]
+        out[system] = (len(uars), statistics.fmean(uars))
+    return out
+
+
+def _cost_key(system: str) -> str:
+    return "ser-edge" if system.startswith("ser-edge") else system
+
+
+def _plot(overview: dict, costs: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "seconds_per_second", "seconds per second of audio (one core, log)"),
+                           (axes[1], "size_mb", "size of model + encoder, MB (log)")):
+        for system, (_, mean) in overview.items():
+            c = costs.get(_cost_key(system))
+            if not c or not c.get(key):
+                continue
+            ax.scatter(c[key], 100 * mean, s=40)
+            ax.annotate(system, (c[key], 100 * mean), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean UAR over protocols, %")
+        ax.grid(alpha=0.3)
+    fig.suptitle("speaker-independent UAR against cost (one point per system)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- costs
+
+
+def ser_edge_cost(recipe_name: str, clips: Sequence[Clip], model_path: Optional[Path] = None) -> dict:
+    """Seconds per second of audio on one core for the C++ features plus the int8 model over
+    2 s windows every 0.5 s (the shipped path), and the int8 model's size."""
+    from ser_edge.audio import load
+    from ser_edge.features import extract
+    from ser_edge.model import DEFAULT_MODEL, OnnxModel
+    from ser_edge.training.recipes import get_recipe
+
+    config = get_recipe(recipe_name).features
+    model_path = Path(model_path or DEFAULT_MODEL)
+    model = OnnxModel(model_path, threads=1)
+    audio = [load(c.path, 16000) for c in clips]
+    seconds = sum(len(a) for a in audio) / 16000
+    start = time.process_time()
+    for a in audio:
+        feats = extract(a, config)
+        for s in range(0, max(1, len(feats) - 200 + 1), 50):
+            model.score(feats[s : s + 200])
+    return {"seconds_per_second": (time.process_time() - start) / seconds,
+            "size_mb": model_path.stat().st_size / 1e6}
+
+
+# ---------------------------------------------------------------------------- command
+
+
+def read_corpora(paths: dict[str, Optional[Path]], recipe_name: str, log: Callable[[str], None] = print
+                 ) -> dict[str, list[Clip]]:
+    """The corpora given, without the clips the feature front end cannot use (unreadable or
+    too short): they are left out for every system, and named."""
+    from ser_edge.training.data import FeatureCache, load_examples
+    from ser_edge.training.recipes import get_recipe
+
+    cache = FeatureCache(get_recipe(recipe_name).features)
+    corpora = {}
+    for name, path in paths.items():
+        if path is None:
+            continue
+        clips = READERS[name](path)
+        labels = sorted({c.label for c in clips})
+        examples, skipped = load_examples(clips, labels, cache, progress=True)
+        for p, reason in skipped:
+            log(f"left out: {reason}")
+        kept = {e.path for e in examples}
+        corpora[name] = [c for c in clips if c.path in kept]
+    return corpora
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for name in READERS:
+        parser.add_argument(f"--{name}", type=Path, help=f"the {TITLES[name]} folder")
+    parser.add_argument("--out", type=Path, default=Path("results/comparison"))
+    parser.add_argument("--recipe", default="default", help="ser-edge training recipe")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=1, help="training processes (one thread each)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--systems", nargs="*", default=None,
+                        help="ser-edge and/or anchor names (default: ser-edge and every anchor whose "
+                             "requirements are met)")
+    parser.add_argument("--whisper", type=Path, default=None, help="Whisper-base folder (CTranslate2 format)")
+    parser.add_argument("--table-only", action="store_true", help="run nothing; write the page from OUT/runs")
+    parser.add_argument("--max-epochs", type=int, default=None, help=argparse.SUPPRESS)  # quick checks only
+    args = parser.parse_args(argv)
+    paths = {n: getattr(args, n) for n in READERS}
+    if not any(paths.values()):
+        parser.error("give at least one corpus (--urdu, --emodb, --ravdess)")
+    start = time.time()
+    corpora = read_corpora(paths, args.recipe)
+    tasks = comparison_tasks(corpora, args.folds)
+    by_name = {t.name: t for t in tasks}
+    runs = args.out / "runs"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "folds.json").write_text(json.dumps(
+        {t.name: [[clip_id(t.clips[i]) for i in test] for _, test in t.splits] for t in tasks}, indent=0))
+    costs_path = args.out / "costs.json"
+    costs = json.loads(costs_path.read_text()) if costs_path.exists() else {}
+    if not args.table_only:
+        systems = args.systems
+        if systems is None:
+            from ser_edge.training.anchors import ANCHORS
+
+            systems = ["ser-edge"] + [a for a in ANCHORS if "whisper" not in a or args.whisper]
+        if "ser-edge" in systems:
+            jobs = [(t.name, s, seed, args.recipe) for seed in args.seeds for t in tasks for s in range(len(t.splits))]
+            jobs.sort(key=lambda j: -len(by_name[j[0]].splits[j[1]][0]))  # longest first
+            run_jobs(jobs, by_name, runs, args.jobs, args.device,
+                     overrides={"max_epochs": args.max_epochs} if args.max_epochs else None)
+            if "ser-edge" not in costs:
+                sample = [c for clips in corpora.values() for c in clips[:: max(1, len(clips) // 20)]]
+                costs["ser-edge"] = ser_edge_cost(args.recipe, sample)
+        for anchor in [s for s in systems if s != "ser-edge"]:
+            run_anchor_system(anchor, tasks, corpora, runs, costs, args.whisper)
+        costs_path.write_text(json.dumps(costs, indent=2))
+    summary = summarise(tasks, collect(runs, tasks))
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    note = f"Corpora: {', '.join(f'{TITLES[c]} {len(v)} clips' for c, v in corpora.items())}."
+    print(write_page(tasks, summary, costs, args.out, {"note": note}))
+    print(f"took {(time.time() - start) / 60:.1f} min", file=sys.stderr)
+    return 0
+
+
+def run_anchor_system(anchor: str, tasks: Sequence[Task], corpora: dict[str, list[Clip]], runs: Path,
+                      costs: dict, whisper: Optional[Path]) -> None:
+    """Embed every clip once (cached by content), then every task's splits; costs measured
+    on a sample of clips."""
+    from ser_edge.audio import load
+    from ser_edge.training.anchors import ANCHORS, cost_per_second, embed_clips
+
+    factory = ANCHORS[anchor][0]
+    embedder = factory(whisper) if "whisper" in anchor else factory()
+    if all(all(_run_path(runs, anchor, t.name, s, 0).exists() for s in range(len(t.splits))) for t in tasks) \
+            and anchor in costs:
+        return
+    clips = [c for cs in corpora.values() for c in cs]
+    X, skipped = embed_clips(embedder, [c.path for c in clips], progress=True)[:2]
+    bad = {str(p) for p, _ in skipped}
+    kept = [c for c in clips if str(c.path) not in bad]
+    if len(kept) != len(X):
+        raise RuntimeError("embeddings are not aligned with the clips")
+    embeddings = {clip_id(c): x for c, x in zip(kept, X)}
+    if bad:
+        raise RuntimeError(f"{anchor}: {len(bad)} clip(s) could not be embedded, e.g. {sorted(bad)[:3]}")
+    for task in tasks:
+        for record in run_anchor(task, anchor, embeddings):
+            _write_atomic(_run_path(runs, anchor, task.name, record["split"], 0), record)
+    sample = [load(c.path, 16000) for cs in corpora.values() for c in cs[:: max(1, len(cs) // 20)]]
+    seconds = cost_per_second(embedder, sample)
+    size = getattr(embedder, "model_bytes", 0) / 1e6
+    costs[anchor] = {"seconds_per_second": seconds, "size_mb": size}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -65,6 +65,14 @@ _row("seedfeat", "pool3", "seed features (spectrogram+MFCC) instead of log-mel",
 _row("combo-crop", "combo", "random 2 s crops of training clips (the runtime's analysis window)",
      train={"crop_frames": 200})
 _row("combo-large", "combo", "Bi-LSTM 256/128, dense 128", model={"hidden1": 256, "hidden2": 128, "dense": 128})
+# Second round, from the chosen row: each of its parts taken out, and two additions.
+_row("level-no-prosody", "combo-level", "without the prosody block", features={"blocks": ["logmel"]})
+_row("level-no-specaug", "combo-level", "without SpecAugment", train={"spec_augment": (0, 0, 0, 0)})
+_row("level-no-pool", "combo-level", "without 3-frame pooling", model={"subsample": 1})
+_row("level-no-deltas", "combo-level", "without deltas", model={"deltas": 0})
+_row("level-undersample", "combo-level", "undersampling instead of class weights", train={"balance": "undersample"})
+_row("level-crop", "combo-level", "+ random 2 s crops of training clips", train={"crop_frames": 200})
+_row("level-speed", "combo-level", "+ speed-perturbed copies at 0.9 and 1.1", augment=("speed:0.9", "speed:1.1"))
 
 
 def resolve(name: str) -> Recipe:

@@ -41,11 +41,11 @@ from ser_edge.training.trainer import predict
 
 MODELS = Path(ser_edge.__file__).resolve().parent / "models"
 LICENCES = {
-    "urdu": "URDU (Latif et al. 2018): Urdu TV talk shows, natural speech. **Research use only.** All of its "
-            "angry clips are from male speakers, so angry is confounded with male voices in it",
+    "urdu": "**Research use only**: URDU (Latif et al. 2018), Urdu TV talk shows, natural speech. All of "
+            "its angry clips are from male speakers, so angry is confounded with male voices in it",
     "emodb": "EmoDB (Burkhardt et al. 2005, CC0-1.0), the 2-s copy (cut or zero-padded to 2.0 s): German actors",
-    "ravdess": "RAVDESS speech, actors 01-12 (Livingstone & Russo 2018, CC BY-NC-SA 4.0: **non-commercial**): "
-               "North American English actors",
+    "ravdess": "**Non-commercial use only** (CC BY-NC-SA 4.0): RAVDESS speech, actors 01-12 (Livingstone & "
+               "Russo 2018), North American English actors",
 }
 
 

@@ -52,9 +52,9 @@ from ser_edge.training.corpora import (
     to_shared,
 )
 from ser_edge.training.metrics import report
-from ser_edge.training.splits import grouped_kfold, is_development
+from ser_edge.training.splits import adaptation_split, grouped_kfold, is_development, k_shot_split
 
-__all__ = ["Task", "comparison_tasks", "run_anchor", "run_jobs", "run_ser_edge", "write_page"]
+__all__ = ["Task", "adaptation_tasks", "comparison_tasks", "run_anchor", "run_jobs", "run_ser_edge", "write_page"]
 
 READERS = {"urdu": read_urdu, "emodb": read_emodb, "ravdess": read_ravdess}
 TITLES = {"urdu": "URDU", "emodb": "EmoDB 2-s", "ravdess": "RAVDESS"}
@@ -74,6 +74,7 @@ class Task:
     clips: list[Clip]
     splits: list[tuple[list[int], list[int]]] = field(default_factory=list)
     noise: bool = False           # ser-edge runs also score the test clips in noise
+    always: list[list[int]] = field(default_factory=list)  # per split: clips always trained on (adaptation)
 
     def test_set(self) -> list[str]:
         """Every test clip's id (corpus/stem), in split order: equal across systems."""
@@ -137,6 +138,41 @@ def comparison_tasks(corpora: dict[str, list[Clip]], folds: int = 10) -> list[Ta
     return tasks
 
 
+ADAPT_FRACTIONS = (0.1, 0.2, 0.3)
+ADAPT_SHOTS = (5, 10, 15)
+
+
+def adaptation_tasks(corpora: dict[str, list[Clip]], draws: int = 3) -> list[Task]:
+    """Every ordered pair of corpora on the 4 shared classes: the source corpus plus target
+    clips (a class-stratified 10 / 20 / 30 % of the target, or K = 5 / 10 / 15 clips per
+    class), drawn `draws` times from the target speakers outside its test half; every setting
+    is tested on the same test half (non-development speakers, class-balanced), and "0pct"
+    is zero-shot on it. Added clips are always trained on, never used for validation."""
+    shared = {c: to_shared(clips) for c, clips in corpora.items()}
+    tasks = []
+    for a, b in permutations(sorted(shared), 2):
+        source, target = shared[a], shared[b]
+        pool, n = source + target, len(source)
+        groups, names = [c.group for c in target], [c.label for c in target]
+        _, test = adaptation_split(groups, names, 0.0, seed=0, testable=_evaluation)
+        test_idx = [n + int(i) for i in test]
+        base = f"adapt-{a}-to-{b}"
+        title = f"{TITLES[a]} → {TITLES[b]}"
+        tasks.append(Task(f"{base}-0pct", f"{title}, no target clips", "adapt", SHARED, pool,
+                          [(list(range(n)), test_idx)], always=[[]]))
+        for draw in range(draws):
+            for fraction in ADAPT_FRACTIONS:
+                added, _ = adaptation_split(groups, names, fraction, seed=0, draw=draw, testable=_evaluation)
+                tasks.append(Task(f"{base}-{round(100 * fraction)}pct-d{draw}", f"{title}, {fraction:.0%} of the target",
+                                  "adapt", SHARED, pool, [(list(range(n)), test_idx)],
+                                  always=[[n + int(i) for i in added]]))
+            for k in ADAPT_SHOTS:
+                added = k_shot_split(groups, names, k, test, seed=draw, allow_fewer=True)
+                tasks.append(Task(f"{base}-{k}shot-d{draw}", f"{title}, {k} target clips per class", "adapt", SHARED,
+                                  pool, [(list(range(n)), test_idx)], always=[[n + int(i) for i in added]]))
+    return tasks
+
+
 # ---------------------------------------------------------------------------- running
 
 _STATE: dict = {}
@@ -178,9 +214,10 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
     recipe = get_recipe(recipe_name).derive(train={**_STATE["overrides"], "seed": seed, "device": _STATE["device"]})
     cache = FeatureCache(recipe.features)
     train_idx, test_idx = task.splits[split]
+    always = task.always[split] if task.always else []
     start = time.time()
     result = fit(_examples(task, train_idx, cache), recipe.model_config(len(task.labels)), recipe.train,
-                 augment=recipe.augmenter(cache))
+                 augment=recipe.augmenter(cache), always=_examples(task, always, cache))
     test = _examples(task, test_idx, cache)
     probs = predict(result.model, test)
     out = _run_record(task, test_idx, probs)
@@ -205,6 +242,7 @@ def run_anchor(task: Task, anchor: str, embeddings: dict[str, np.ndarray]) -> li
     kind = ANCHORS[anchor][1]
     records = []
     for split, (train_idx, test_idx) in enumerate(task.splits):
+        train_idx = list(train_idx) + (list(task.always[split]) if task.always else [])
         X = np.stack([embeddings[clip_id(task.clips[i])] for i in train_idx])
         y = [task.labels.index(task.clips[i].label) for i in train_idx]
         clf = make_classifier(kind).fit(X, y)
@@ -343,7 +381,7 @@ def write_page(tasks: Sequence[Task], summary: dict, costs: dict, out: Path, met
     systems = sorted({s for t in summary.values() for s in t}, key=lambda s: (not s.startswith("ser-edge"), s))
     for task in tasks:
         rows = summary.get(task.name)
-        if not rows:
+        if not rows or task.kind == "adapt":
             continue
         n_test = len(task.test_set())
         folds = f"{len(task.splits)} speaker-grouped folds" if len(task.splits) > 1 else "one split"
@@ -362,7 +400,8 @@ def write_page(tasks: Sequence[Task], summary: dict, costs: dict, out: Path, met
             cells += [_cell(e["noise"][k]) if k in e["noise"] else "-" for k in noise]
             lines.append(f"| {system} | " + " | ".join(cells) + " |")
         lines.append("")
-    overview = overview_rows(tasks, summary)
+    lines += adaptation_section([t for t in tasks if t.kind == "adapt"], summary, systems)
+    overview = overview_rows([t for t in tasks if t.kind != "adapt"], summary)
     lines += ["## Overview", "", "Mean UAR over the protocols every system ran, with cost: feature (and encoder) "
               "seconds per second of audio on one CPU core, and size of what must be shipped (model and "
               "encoder files).", "",
@@ -376,6 +415,47 @@ def write_page(tasks: Sequence[Task], summary: dict, costs: dict, out: Path, met
     (out / "COMPARISON.md").write_text(text)
     _plot(overview, costs, out / "comparison.png")
     return text
+
+
+def adaptation_section(tasks: Sequence[Task], summary: dict, systems: Sequence[str]) -> list[str]:
+    """A table per system: UAR by direction (rows) and amount of target data (columns),
+    mean ± sd over the draws of the added clips."""
+    if not tasks:
+        return []
+    directions: dict[str, dict[str, list[Task]]] = {}
+    for t in tasks:
+        base, _, rest = t.name.rpartition("-")
+        if rest.startswith("d") and rest[1:].isdigit():
+            base, _, setting = base.rpartition("-")
+        else:
+            setting = rest
+        directions.setdefault(base, {}).setdefault(setting, []).append(t)
+    settings = ["0pct"] + [f"{round(100 * f)}pct" for f in ADAPT_FRACTIONS] + [f"{k}shot" for k in ADAPT_SHOTS]
+    head = [s.replace("pct", " %").replace("shot", "-shot") for s in settings]
+    lines = ["## Adaptation with target clips (4 classes)", "",
+             "Source corpus plus a class-stratified share of the target (10 / 20 / 30 % of it) or K clips per",
+             "class, from target speakers outside its test half; every cell of a row is tested on the same",
+             "test half (non-development speakers, chosen for a balanced class mix). Added clips are always",
+             "trained on; early stopping validates on source speakers only. Cells: UAR in %, mean ± sd over",
+             "3 draws of the added clips (ser-edge: one training per draw).", ""]
+    for base, by_setting in directions.items():
+        test = by_setting["0pct"][0]
+        counts = {lab: sum(1 for _, te in test.splits for i in te if test.clips[i].label == lab) for lab in test.labels}
+        lines.append(f"- {test.title.split(',')[0]}: test half {', '.join(f'{k} {v}' for k, v in counts.items())}.")
+    lines.append("")
+    for system in systems:
+        if not any(system in summary.get(t.name, {}) for t in tasks):
+            continue
+        lines += [f"**{system}**", "", "| direction | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+        for base, by_setting in directions.items():
+            cells = []
+            for setting in settings:
+                values = [summary[t.name][system]["uar"][0] for t in by_setting.get(setting, [])
+                          if system in summary.get(t.name, {})]
+                cells.append(_cell(values) if values else "-")
+            lines.append(f"| {by_setting['0pct'][0].title.split(',')[0]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def overview_rows(tasks: Sequence[Task], summary: dict) -> dict[str, tuple[int, float]]:
@@ -482,6 +562,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="ser-edge and/or anchor names (default: ser-edge and every anchor whose "
                              "requirements are met)")
     parser.add_argument("--whisper", type=Path, default=None, help="Whisper-base folder (CTranslate2 format)")
+    parser.add_argument("--draws", type=int, default=3,
+                        help="draws of the added target clips per adaptation setting (0: no adaptation protocol)")
     parser.add_argument("--table-only", action="store_true", help="run nothing; write the page from OUT/runs")
     parser.add_argument("--max-epochs", type=int, default=None, help=argparse.SUPPRESS)  # quick checks only
     args = parser.parse_args(argv)
@@ -491,6 +573,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.time()
     corpora = read_corpora(paths, args.recipe)
     tasks = comparison_tasks(corpora, args.folds)
+    if args.draws > 0 and len(corpora) >= 2:
+        tasks += adaptation_tasks(corpora, args.draws)
     by_name = {t.name: t for t in tasks}
     runs = args.out / "runs"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -505,7 +589,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             systems = ["ser-edge"] + [a for a in ANCHORS if "whisper" not in a or args.whisper]
         if "ser-edge" in systems:
-            jobs = [(t.name, s, seed, args.recipe) for seed in args.seeds for t in tasks for s in range(len(t.splits))]
+            # Adaptation cells vary by draw (each draw trains with its own data): one seed there.
+            jobs = [(t.name, s, seed, args.recipe) for t in tasks for seed in (args.seeds[:1] if t.kind == "adapt"
+                                                                                else args.seeds)
+                    for s in range(len(t.splits))]
             jobs.sort(key=lambda j: -len(by_name[j[0]].splits[j[1]][0]))  # longest first
             run_jobs(jobs, by_name, runs, args.jobs, args.device,
                      overrides={"max_epochs": args.max_epochs} if args.max_epochs else None)

@@ -1,0 +1,265 @@
+"""Each training option of TrainConfig has an effect on what `train_model` does.
+
+Tiny synthetic clips and a tiny model keep every run well under a second. Where a test needs
+the model's initial weights it trains with lr=0 (Adam then leaves every weight as it was), so
+the returned model is the one that computed the first epoch's training loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch.nn import functional as F  # noqa: E402
+from torch.optim.optimizer import register_optimizer_step_pre_hook  # noqa: E402
+
+from ser_edge.training import trainer  # noqa: E402
+from ser_edge.training.data import Example  # noqa: E402
+from ser_edge.training.model import BiLstmAttention, ModelConfig, SpecAugment  # noqa: E402
+from ser_edge.training.trainer import TrainConfig, train_model  # noqa: E402
+
+DIM = 4
+
+
+def _model_config(n_classes: int = 2, **kw) -> ModelConfig:
+    base = dict(input_dim=DIM, n_classes=n_classes, hidden1=6, hidden2=4, dense=4, dropout=0.0, normalise="none")
+    return ModelConfig(**{**base, **kw})
+
+
+def _train_config(**kw) -> TrainConfig:
+    base = dict(max_epochs=1, batch_size=64, lr=0.0, patience=1, balance="none", seed=0, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+def _clips(labels, seed: int = 0, lengths=None, offset: float = 0.0, scale: float = 1.0,
+           flip: bool = False) -> list[Example]:
+    """One clip per label: noise plus a per-class offset in the dimension of its class (of the
+    other class when `flip`, for two classes), then `scale` and `offset` on every value."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, label in enumerate(labels):
+        T = int(lengths[i]) if lengths is not None else int(rng.integers(12, 24))
+        x = 0.5 * rng.standard_normal((T, DIM))
+        x[:, (1 - label) if flip else label] += 1.5
+        out.append(Example((x * scale + offset).astype(np.float32), int(label), f"s{i % 3}", None))
+    return out
+
+
+def _logits(model: BiLstmAttention, examples) -> torch.Tensor:
+    """Each clip scored alone (a padded batch gives the same, see test_recipe)."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(torch.from_numpy(e.features)[None], torch.tensor([len(e.features)]))[0]
+                          for e in examples])
+
+
+def _targets(examples) -> torch.Tensor:
+    return torch.tensor([e.label for e in examples])
+
+
+@pytest.fixture
+def optimiser_steps():
+    """(optimiser class, its param_groups' lr and weight_decay) at every optimiser step taken."""
+    steps = []
+
+    def hook(optimiser, args, kwargs):
+        steps.append((type(optimiser), [g["lr"] for g in optimiser.param_groups],
+                      [g["weight_decay"] for g in optimiser.param_groups]))
+
+    handle = register_optimizer_step_pre_hook(hook)
+    yield steps
+    handle.remove()
+
+
+@pytest.fixture
+def forwards(monkeypatch):
+    """Every forward pass of the model that train_model builds: (training?, lengths, SpecAugment
+    calls during the pass)."""
+    calls = {"spec_augment": 0}
+    passes = []
+
+    class CountingSpecAugment(SpecAugment):
+        def __call__(self, x, lengths):
+            calls["spec_augment"] += 1
+            return super().__call__(x, lengths)
+
+    class RecordingModel(BiLstmAttention):
+        def forward(self, features, lengths):
+            before = calls["spec_augment"]
+            out = super().forward(features, lengths)
+            passes.append((self.training, lengths.tolist(), calls["spec_augment"] - before))
+            return out
+
+    monkeypatch.setattr(trainer, "SpecAugment", CountingSpecAugment)
+    monkeypatch.setattr(trainer, "BiLstmAttention", RecordingModel)
+    return passes
+
+
+def _epochs(passes) -> list[list[int]]:
+    """The clip lengths trained on in each epoch (the training passes between evaluations)."""
+    epochs, current = [], []
+    for training, lengths, _ in passes:
+        if training:
+            current += lengths
+        elif current:
+            epochs.append(current)
+            current = []
+    return epochs
+
+
+def test_weight_decay_gives_adamw_with_that_decay_and_shrinks_the_weights(optimiser_steps):
+    train, val = _clips([0, 1] * 6), _clips([0, 1] * 3, seed=1)
+    config = _train_config(lr=0.05, batch_size=2)
+    plain = train_model(train, val, _model_config(), config, log=None)
+    assert optimiser_steps and {s[0] for s in optimiser_steps} == {torch.optim.Adam}
+    assert all(s[2] == [0.0] * len(s[2]) for s in optimiser_steps)
+    optimiser_steps.clear()
+
+    decayed = train_model(train, val, _model_config(), _train_config(lr=0.05, batch_size=2, weight_decay=5.0),
+                          log=None)
+    assert len(optimiser_steps) == 6
+    assert {s[0] for s in optimiser_steps} == {torch.optim.AdamW}
+    assert all(s[1] == [0.05] * len(s[1]) and s[2] == [5.0] * len(s[2]) for s in optimiser_steps)
+
+    # Decoupled decay multiplies every weight by (1 - lr * decay) = 0.75 at each of the 6 steps.
+    def norm(model):
+        return float(torch.sqrt(sum((p.detach() ** 2).sum() for p in model.parameters())))
+
+    assert norm(decayed.model) < 0.5 * norm(plain.model)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_label_smoothing_is_the_training_loss(smoothing):
+    train, val = _clips([0, 1, 1, 0, 1, 0, 0, 1]), _clips([0, 1], seed=1)
+    result = train_model(train, val, _model_config(), _train_config(label_smoothing=smoothing), log=None)
+    logits, y = _logits(result.model, train), _targets(train)
+    expected = float(F.cross_entropy(logits, y, label_smoothing=smoothing))
+    other = float(F.cross_entropy(logits, y, label_smoothing=0.3 - smoothing))
+    assert abs(expected - other) > 1e-3  # far beyond the tolerance below: the settings are told apart
+    assert result.history[0]["train_loss"] == pytest.approx(expected, rel=1e-5)
+    # Validation losses stay plain cross-entropy, comparable between settings.
+    assert result.history[0]["val_loss"] == pytest.approx(float(F.cross_entropy(_logits(result.model, val),
+                                                                                _targets(val))), rel=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_learning_rate_follows_the_schedule_over_max_epochs(optimiser_steps, schedule):
+    train, val = _clips([0, 1] * 4), _clips([0, 1], seed=1)
+    config = _train_config(lr=0.02, max_epochs=5, patience=5, schedule=schedule)  # one batch per epoch
+    result = train_model(train, val, _model_config(), config, log=None)
+    assert len(result.history) == 5 and len(optimiser_steps) == 5
+    lrs = [s[1][0] for s in optimiser_steps]
+    if schedule == "cosine":
+        expected = [0.02 * (1 + math.cos(math.pi * e / 5)) / 2 for e in range(5)]
+    else:
+        expected = [0.02] * 5
+    assert lrs == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+def test_class_weights_are_inversely_proportional_to_the_class_counts(monkeypatch):
+    counts = [2, 6, 4]
+    labels = [c for c, n in enumerate(counts) for _ in range(n)]
+    train, val = _clips(labels), _clips([0, 1, 2], seed=1)
+    used = []
+
+    class RecordingLoss(torch.nn.CrossEntropyLoss):
+        def forward(self, input, target):
+            if input.requires_grad:
+                used.append(None if self.weight is None else self.weight.detach().clone())
+            return super().forward(input, target)
+
+    monkeypatch.setattr(trainer.nn, "CrossEntropyLoss", RecordingLoss)
+    result = train_model(train, val, _model_config(3), _train_config(balance="weights"), log=None)
+    assert len(used) == 1 and used[0] is not None
+    product = used[0] * torch.tensor(counts, dtype=used[0].dtype)
+    torch.testing.assert_close(product, torch.full_like(product, float(product[0])))
+
+    logits, y = _logits(result.model, train), _targets(train)
+    weights = 1.0 / torch.tensor(counts, dtype=torch.float32)
+    weighted = float(F.cross_entropy(logits, y, weight=weights))
+    plain = float(F.cross_entropy(logits, y))
+    assert abs(weighted - plain) > 1e-3
+    assert result.history[0]["train_loss"] == pytest.approx(weighted, rel=1e-5)
+
+
+@pytest.mark.parametrize("balance", ["undersample", "weights", "none"])
+def test_undersampling_trains_each_epoch_on_a_balanced_subset(forwards, balance):
+    counts = [2, 6, 4]
+    labels = [c for c, n in enumerate(counts) for _ in range(n)]
+    lengths = 20 + np.arange(len(labels))  # a clip is known by its length
+    train = _clips(labels, lengths=lengths)
+    val = _clips([0, 1, 2], seed=1, lengths=[60, 61, 62])
+    config = _train_config(lr=0.01, batch_size=4, max_epochs=3, patience=3, balance=balance)
+    train_model(train, val, _model_config(3), config, log=None)
+    label_of = {int(t): label for t, label in zip(lengths, labels)}
+    epochs = _epochs(forwards)
+    assert len(epochs) == 3
+    for seen in epochs:
+        assert set(seen) <= set(label_of) and len(seen) == len(set(seen))  # training clips, each once
+        per_class = np.bincount([label_of[t] for t in seen], minlength=3).tolist()
+        assert per_class == ([2, 2, 2] if balance == "undersample" else counts)
+
+
+def test_spec_augment_masks_training_passes_only(forwards):
+    train, val = _clips([0, 1] * 4, lengths=[30] * 8), _clips([0, 1], seed=1)
+    config = _train_config(max_epochs=2, patience=2, spec_augment=(2, 2, 2, 4))
+    result = train_model(train, val, _model_config(), config, log=None)
+    augment = result.model.spec_augment
+    assert isinstance(augment, SpecAugment)
+    assert (augment.freq_masks, augment.freq_width, augment.time_masks, augment.time_width) == (2, 2, 2, 4)
+    assert {training for training, _, _ in forwards} == {True, False}
+    assert all(calls == (1 if training else 0) for training, _, calls in forwards)
+
+    # With lr=0 the masks change what the training loss sees, never the validation loss.
+    forwards.clear()
+    plain = train_model(train, val, _model_config(), _train_config(max_epochs=2, patience=2), log=None)
+    assert plain.model.spec_augment is None and all(calls == 0 for _, _, calls in forwards)
+    assert abs(result.history[0]["train_loss"] - plain.history[0]["train_loss"]) > 1e-4
+    assert result.history[0]["val_loss"] == pytest.approx(plain.history[0]["val_loss"], rel=1e-6)
+
+
+def test_the_best_epochs_weights_are_returned():
+    # Validation clips carry the other class's pattern: the better the model learns the training
+    # clips, the worse its validation loss, so epoch 1 is the best of all.
+    train = _clips([0, 1] * 8)
+    val = _clips([0, 1] * 3, seed=1, flip=True)
+    config = _train_config(lr=0.05, batch_size=4, max_epochs=4, patience=4)
+    result = train_model(train, val, _model_config(), config, log=None)
+    losses = [h["val_loss"] for h in result.history]
+    assert len(losses) == 4 and all(a < b for a, b in zip(losses, losses[1:]))
+    assert result.best_epoch == 1
+
+    returned = float(F.cross_entropy(_logits(result.model, val), _targets(val)))
+    assert returned == pytest.approx(losses[0], rel=1e-5)
+    assert returned < losses[-1] - 1e-3
+    # The same run stopped after its first epoch has exactly the returned weights.
+    first = train_model(train, val, _model_config(), config.__class__(**{**config.to_dict(), "max_epochs": 1}),
+                        log=None)
+    returned_state, first_state = result.model.state_dict(), first.model.state_dict()
+    assert returned_state.keys() == first_state.keys()
+    for name in returned_state:
+        torch.testing.assert_close(returned_state[name], first_state[name], rtol=0, atol=0)
+
+
+def _front_end_stats(examples, normalise: str) -> tuple[np.ndarray, np.ndarray]:
+    frames = [e.features.astype(np.float64) for e in examples]
+    if normalise == "mean":
+        frames = [f - f.mean(0) for f in frames]
+    frames = np.concatenate(frames)
+    return frames.mean(0), frames.std(0)
+
+
+@pytest.mark.parametrize("normalise, shift", [("none", dict(offset=1000.0)), ("mean", dict(scale=100.0))])
+def test_standardisation_uses_the_training_clips_only(normalise, shift):
+    train = _clips([0, 1] * 5)
+    val = _clips([0, 1] * 5, seed=1, **shift)  # far from the training clips after the front end
+    result = train_model(train, val, _model_config(normalise=normalise), _train_config(), log=None)
+    mean, std = _front_end_stats(train, normalise)
+    both_mean, both_std = _front_end_stats(train + val, normalise)
+    assert max(np.abs(both_mean - mean).max(), np.abs(both_std - std).max()) > 10  # val would show
+    np.testing.assert_allclose(result.model.feature_mean.numpy(), mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(result.model.feature_std.numpy(), std, rtol=1e-5, atol=1e-5)

@@ -437,7 +437,8 @@ def adaptation_section(tasks: Sequence[Task], summary: dict, systems: Sequence[s
              "class, from target speakers outside its test half; every cell of a row is tested on the same",
              "test half (non-development speakers, chosen for a balanced class mix). Added clips are always",
              "trained on; early stopping validates on source speakers only. Cells: UAR in %, mean ± sd over",
-             "3 draws of the added clips (ser-edge: one training per draw).", ""]
+             f"{max(len(v) for d in directions.values() for v in d.values())} draws of the added clips "
+             "(ser-edge: one training per draw).", ""]
     for base, by_setting in directions.items():
         test = by_setting["0pct"][0]
         counts = {lab: sum(1 for _, te in test.splits for i in te if test.clips[i].label == lab) for lab in test.labels}

@@ -460,7 +460,7 @@ def export(
 
 
 def _write_outcome(out: Path, name: str, title: str, outcome, protocol: str) -> None:
-    from ser_edge.training.experiments import save_outcome
+    from ser_edge.training.report import save_outcome
 
     summary = save_outcome(out, name, title, outcome, protocol)
     Console().print(f"{title}: UAR {summary['uar']:.3f}  WA {summary['wa']:.3f}  macro-F1 {summary['macro_f1']:.3f}"
@@ -535,23 +535,37 @@ def evaluate_cross(
 
 @evaluate_app.command("all")
 def evaluate_all(
-    urdu: Path = typer.Option(..., help="The URDU corpus folder."),
-    emodb: Path = typer.Option(..., help="The EmoDB (2-s copy) folder."),
-    out: Path = typer.Option(Path("results"), "--out", "-o"),
-    folds: int = typer.Option(10, help="Speaker-grouped folds for the within-corpus runs."),
-    recipe: str = _RECIPE, epochs: Optional[int] = _EPOCHS, patience: Optional[int] = _PATIENCE,
-    balance: Optional[str] = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
+    urdu: Optional[Path] = typer.Option(None, help="The URDU corpus folder."),
+    emodb: Optional[Path] = typer.Option(None, help="The EmoDB (2-s copy) folder."),
+    ravdess: Optional[Path] = typer.Option(None, help="The RAVDESS speech folder (Actor_XX sub-folders)."),
+    out: Path = typer.Option(Path("results/comparison"), "--out", "-o", help="Folder for the runs and the page."),
+    whisper: Optional[Path] = typer.Option(None, help="Whisper-base folder (CTranslate2) for the Whisper anchor; "
+                                                      "../shared/tools/get-whisper-base puts it in place."),
+    systems: Optional[List[str]] = typer.Option(None, "--system", help="Only these systems (ser-edge, egemaps-svm, "
+                                                                       "compare-svm, whisper-logreg); repeatable."),
+    seeds: List[int] = typer.Option([0, 1, 2], "--seed", help="ser-edge training seeds; repeatable."),
+    folds: int = typer.Option(10, help="Speaker-grouped folds of the within-corpus and joint protocols."),
+    draws: int = typer.Option(3, help="Draws of the added clips per adaptation setting (0: no adaptation)."),
+    jobs: int = typer.Option(1, help="Training processes, one thread each."),
+    recipe: str = _RECIPE, device: str = _DEVICE,
 ) -> None:
-    """Every protocol on URDU and EmoDB: within (with noise), zero-shot both ways, adaptation."""
+    """Every protocol on the corpora given, ser-edge beside the anchors, on the same folds:
+    within each corpus, zero-shot pairs, leave one corpus out, joint, adaptation. Finished runs
+    are kept in OUT/runs and reused, so an interrupted evaluation resumes where it stopped."""
     _require_training()
-    from ser_edge.training.experiments import run_all
-    from ser_edge.training.results_page import write_markdown
+    from ser_edge.training.comparison import main as compare
 
+    argv = [f"--{name}={path}" for name, path in (("urdu", urdu), ("emodb", emodb), ("ravdess", ravdess)) if path]
+    if not argv:
+        raise typer.BadParameter("give at least one corpus: --urdu, --emodb or --ravdess")
+    argv += ["--out", str(out), "--recipe", recipe, "--folds", str(folds), "--draws", str(draws), "--jobs", str(jobs),
+             "--device", device, "--seeds", *map(str, seeds)]
+    if whisper:
+        argv += ["--whisper", str(whisper)]
+    if systems:
+        argv += ["--systems", *systems]
     with _user_errors():
-        results = run_all(urdu, emodb, out, folds=folds, recipe=_recipe(recipe, epochs, patience, balance, device, seed),
-                          recipe_name=recipe, log=Console().print)
-    write_markdown(results, out / "RESULTS.md")
-    Console().print(f"wrote {out / 'RESULTS.md'}")
+        compare(argv)
 
 
 def main() -> None:

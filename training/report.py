@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["plot_confusion", "plot_learning_curves", "write_json"]
+__all__ = ["plot_confusion", "plot_learning_curves", "save_outcome", "write_json"]
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -62,3 +62,14 @@ def plot_learning_curves(path: Path, histories: Sequence[Sequence[dict]], title:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_outcome(out: Path, name: str, title: str, outcome, protocol: str) -> dict:
+    """Write `name`.json (the summary and each test clip's prediction), its confusion matrix
+    and learning curves (PNG); return the summary."""
+    summary = outcome.summary()
+    summary["protocol"] = protocol
+    write_json(out / f"{name}.json", {**summary, "clips": outcome.clips()})
+    plot_confusion(out / f"{name}-confusion.png", summary["confusion"], summary["labels"], title)
+    plot_learning_curves(out / f"{name}-learning.png", outcome.histories, title)
+    return summary

@@ -1,0 +1,105 @@
+"""The comparison runner: every protocol on the same test clips for every system, never a
+development speaker in a test part, resumable, and a page with what was measured."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("torch", reason="the train extra (torch) is not installed")
+
+from ser_edge.training import comparison  # noqa: E402
+from ser_edge.training.corpora import EMODB_LETTERS, RAVDESS_EMOTIONS, read_emodb, read_ravdess  # noqa: E402
+from ser_edge.training.splits import is_development  # noqa: E402
+
+EMODB_SPEAKERS = ("03", "08", "09", "10", "11", "14")  # 11 and 14 are development speakers
+RAVDESS_ACTORS = ("01", "02", "03", "04", "05", "06")  # 01-04 are development speakers
+
+
+def _tone(path, freq, seconds=0.6, rate=16000):
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(int(freq))
+    sf.write(path, 0.2 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t)), rate)
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpora")
+    (root / "emodb").mkdir()
+    for s in EMODB_SPEAKERS:
+        for n, letter in enumerate(EMODB_LETTERS):
+            _tone(root / "emodb" / f"{s}a0{n % 2 + 1}{letter}a.wav", 150 + 40 * n + int(s))
+    for a in RAVDESS_ACTORS:
+        (root / "ravdess" / f"Actor_{a}").mkdir(parents=True)
+        for e in RAVDESS_EMOTIONS:
+            _tone(root / "ravdess" / f"Actor_{a}" / f"03-01-{e}-01-01-01-{a}.flac", 120 + 35 * int(e) + int(a))
+    return root
+
+
+def test_every_protocol_is_built_on_evaluation_speakers_only(corpora):
+    tasks = comparison.comparison_tasks({"emodb": read_emodb(corpora / "emodb"),
+                                         "ravdess": read_ravdess(corpora / "ravdess")}, folds=3)
+    names = [t.name for t in tasks]
+    assert names == ["within-emodb", "within-ravdess", "within-ravdess4", "zeroshot-emodb-to-ravdess",
+                     "zeroshot-ravdess-to-emodb", "joint"]
+    for task in tasks:
+        tested = [task.clips[i] for _, test in task.splits for i in test]
+        assert tested and not any(is_development(c.group) for c in tested)
+        assert len(set(task.test_set())) == len(task.test_set())  # each clip tested once
+        for train, test in task.splits:
+            assert not {task.clips[i].group for i in train} & {task.clips[i].group for i in test}
+        if task.kind in ("within", "joint"):
+            # every evaluation clip is tested; development speakers train in every fold
+            assert len(tested) == sum(1 for c in task.clips if not is_development(c.group))
+            for train, _ in task.splits:
+                assert {c.group for c in task.clips if is_development(c.group)} <= {task.clips[i].group for i in train}
+
+
+def test_adaptation_tasks_share_a_test_half_and_add_clips_from_other_speakers(corpora):
+    clips = {"emodb": read_emodb(corpora / "emodb"), "ravdess": read_ravdess(corpora / "ravdess")}
+    tasks = comparison.adaptation_tasks(clips, draws=2)
+    assert len(tasks) == 2 * (1 + 2 * 6)
+    by_direction: dict = {}
+    for t in tasks:
+        (train, test), = t.splits
+        added = t.always[0]
+        by_direction.setdefault(t.name.split("-")[1], set()).add(tuple(test))
+        assert not set(added) & set(test) and not set(added) & set(train)
+        assert not {t.clips[i].group for i in added} & {t.clips[i].group for i in test}
+        assert all(t.clips[i].corpus == t.clips[test[0]].corpus for i in added)
+    assert all(len(tests) == 1 for tests in by_direction.values())
+
+
+def test_the_command_runs_resumes_and_writes_the_page(corpora, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "cmp"
+    argv = ["--emodb", str(corpora / "emodb"), "--ravdess", str(corpora / "ravdess"), "--out", str(out),
+            "--systems", "ser-edge", "--seeds", "0", "--folds", "2", "--draws", "1", "--max-epochs", "1",
+            "--device", "cpu"]
+    assert comparison.main(argv) == 0
+    runs = sorted((out / "runs" / "ser-edge").glob("*.json"))
+    assert len(runs) == 2 + 2 + 2 + 2 + 2 + 2 * 7
+    page = (out / "COMPARISON.md").read_text()
+    for title in ("within EmoDB 2-s (7 classes)", "within RAVDESS (8 classes)", "zero-shot RAVDESS → EmoDB 2-s",
+                  "joint EmoDB 2-s + RAVDESS", "Adaptation with target clips", "UAR white 10 dB"):
+        assert title in page
+    assert (out / "comparison.png").stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["joint"]["ser-edge (default)"]["by_corpus"]) == {"emodb", "ravdess"}
+    record = json.loads(runs[0].read_text())
+    assert len(record["test"]) == len(record["pred"]) == len(record["probabilities"])
+
+    capsys.readouterr()
+    mtimes = [p.stat().st_mtime_ns for p in runs]
+    assert comparison.main(argv) == 0  # everything is reused
+    assert "0 to run" in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in runs] == mtimes
+
+    # a run scored on other clips than the folds is refused, not silently mixed in
+    record["test"] = record["test"][::-1]
+    runs[0].write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="other clips"):
+        comparison.main(argv + ["--table-only"])

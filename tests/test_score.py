@@ -70,8 +70,11 @@ def test_jsonl_with_windows_and_recursion(folder, tmp_path):
 
 def test_parallel_output_equals_serial_output(folder, tmp_path):
     serial, parallel = tmp_path / "s.csv", tmp_path / "p.csv"
-    runner.invoke(app, ["score", str(folder), "-o", str(serial), "--jobs", "1"])
-    runner.invoke(app, ["score", str(folder), "-o", str(parallel), "--jobs", "2"])
+    first = runner.invoke(app, ["score", str(folder), "-o", str(serial), "--jobs", "1"])
+    second = runner.invoke(app, ["score", str(folder), "-o", str(parallel), "--jobs", "2"])
+    assert first.exit_code == second.exit_code == 1, (first.output, second.output)  # the bad files failed
+    rows = _csv(serial.read_text())
+    assert len(rows) == len(list(folder.glob("*.wav"))) and any(r["status"] == "ok" and r["label"] for r in rows)
     assert parallel.read_text() == serial.read_text()
 
 

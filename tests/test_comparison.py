@@ -103,3 +103,18 @@ def test_the_command_runs_resumes_and_writes_the_page(corpora, tmp_path, monkeyp
     runs[0].write_text(json.dumps(record))
     with pytest.raises(ValueError, match="other clips"):
         comparison.main(argv + ["--table-only"])
+
+
+def test_evaluate_all_says_what_is_missing(corpora, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ser_edge.cli import app
+
+    monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", "all", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "at least one corpus" in result.output
+    result = runner.invoke(app, ["evaluate", "all", "--emodb", str(corpora / "emodb"), "--system", "whisper-logreg",
+                                 "--whisper", str(tmp_path / "no-model"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "get-whisper-base" in result.output and "Traceback" not in result.output

@@ -143,44 +143,73 @@ def score(
     """Label the emotion of every file: one row per file (label, per-class probabilities, duration).
 
     A file that cannot be read (corrupt, empty, unsupported) gets an error row with the
-    reason and the run goes on. Exit code: 0 when every file was scored, 1 when any failed.
+    reason and the run goes on; a file without speech gets status no_speech (too_short when
+    it is under 0.25 s). Exit code: 0 when every file was read, 1 when any failed, 2 for bad
+    input (no audio files found, an unusable model or output), 130 when interrupted (rerun
+    with --resume to continue).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ser_edge.model import OnnxModel
-    from ser_edge.scoring import RowWriter, collect_files, default_jobs, done_paths, drop_torn_line, score_files
+    from ser_edge.scoring import (RowWriter, audio_below, collect_files, default_jobs, done_paths, drop_torn_line,
+                                  score_files)
 
     if resume and output is None:
         raise typer.BadParameter("--resume needs --output", param_hint="--resume")
     with _model_errors():
         labels = OnnxModel(model, provider=provider).labels  # checks the model before any work
     files = collect_files(paths, recursive)
+    if not files:
+        hint = ""
+        below = sum(audio_below(p) for p in paths if p.is_dir()) if not recursive else 0
+        if below:
+            hint = f"; its sub-folders hold {below} audio file(s): add -r (--recursive) to score them"
+        typer.echo(f"error: no audio files found in {', '.join(map(str, paths))}{hint}", err=True)
+        raise typer.Exit(code=2)
     if resume and output:
         drop_torn_line(output)
     skip = done_paths(output) if resume and output else set()
     todo = [f for f in files if str(f) not in skip]
     jsonl = output is not None and output.suffix.lower() == ".jsonl"
     append = resume and output is not None and output.exists() and output.stat().st_size > 0
-    stream = output.open("a" if append else "w", encoding="utf-8", newline="") if output else sys.stdout
+    try:
+        if output:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        stream = output.open("a" if append else "w", encoding="utf-8", newline="") if output else sys.stdout
+    except OSError as err:
+        typer.echo(f"error: cannot write {output} ({err.strerror or err}); choose another --output", err=True)
+        raise typer.Exit(code=2) from err
     writer = RowWriter(stream, jsonl, labels, header=not append)
-    failed = 0
+    counts = {"ok": 0, "error": 0, "no_speech": 0, "too_short": 0}
     progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                         TimeElapsedColumn(), console=err_console, transient=output is None)
     start = time.perf_counter()
+    interrupted = False
     try:
         with progress:
             task = progress.add_task("scoring", total=len(todo), rate="")
             for n, rows in enumerate(score_files(todo, jobs or default_jobs(), str(model) if model else None,
                                                  provider, windows), 1):
                 writer.write(rows)
-                failed += rows[0]["status"] == "error"
+                counts[rows[0]["status"]] = counts.get(rows[0]["status"], 0) + 1
                 progress.update(task, advance=1, rate=f"{n / (time.perf_counter() - start):.1f} files/s")
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         if output:
             stream.close()
-    err_console.print(f"{len(todo)} file(s) scored, {failed} failed"
-                      + (f", {len(files) - len(todo)} already in {output}" if skip else ""))
-    if failed:
+    done = sum(counts.values())
+    summary = (f"{done} of {len(todo)} file(s) done: {counts['ok']} labelled, {counts['no_speech']} without speech, "
+               f"{counts['too_short']} too short, {counts['error']} failed")
+    if skip:
+        summary += f"; {len(files) - len(todo)} already in {output}"
+    err_console.print(summary)
+    if interrupted:
+        hint = (f"rerun the same command with --resume to score the other {len(todo) - done}" if output
+                else "use -o FILE next time, then --resume can continue an interrupted run")
+        err_console.print(f"interrupted: {hint}")
+        raise typer.Exit(code=130)
+    if counts["error"]:
         raise typer.Exit(code=1)
 
 
@@ -206,7 +235,7 @@ def _input_device(sd, device: Optional[str]):
     try:
         found = sd.query_devices(spec, kind="input")
     except (ValueError, sd.PortAudioError) as err:
-        what = f"input device {device!r}" if device is not None else "a default input device"
+        what = f"input device {device!r}" if device is not None else "default input device"
         typer.echo(f"error: no {what} ({err}); list them with: ser-edge listen --list-devices", err=True)
         raise typer.Exit(code=2) from err
     if found["max_input_channels"] < 1:
@@ -236,12 +265,16 @@ def listen(
 
     sd = _sounddevice()
     if list_devices:
+        inputs = [(i, d) for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
+        if not inputs:
+            typer.echo("error: no input device found: connect a microphone (or check that the sound server "
+                       "runs and this user may use it)", err=True)
+            raise typer.Exit(code=1)
         table = Table(title="input devices")
         for column in ("index", "name", "channels", "default rate Hz"):
             table.add_column(column)
-        for i, d in enumerate(sd.query_devices()):
-            if d["max_input_channels"] > 0:
-                table.add_row(str(i), d["name"], str(d["max_input_channels"]), f"{d['default_samplerate']:.0f}")
+        for i, d in inputs:
+            table.add_row(str(i), d["name"], str(d["max_input_channels"]), f"{d['default_samplerate']:.0f}")
         Console().print(table)
         return
     from ser_edge.stream import StreamRecognizer
@@ -321,15 +354,19 @@ def info(model: Optional[Path] = typer.Option(None, help="An exported ser-edge m
         m = OnnxModel(model, provider=provider)
     console = Console()
     table = Table(show_header=False)
-    for key in ("path", "precision", "labels", "window_s", "hop_s", "provider", "available_providers", "size_mb"):
-        table.add_row(key, str(m.info[key]))
+    for key in ("path", "precision", "labels", "window_s", "hop_s", "provider", "available_providers"):
+        value = m.info[key]
+        table.add_row(key, ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
+    table.add_row("size", f"{m.info['size_mb']:.2f} MB")
     table.add_row("feature config", m.feature_config.to_json())
     if "note" in m.info:
         table.add_row("note", m.info["note"])
     console.print(table)
     card = DEFAULT_MODEL.with_name("MODEL_CARD.md") if model is None else None
     if card is not None and card.is_file():
-        console.print(card.read_text())
+        from rich.markdown import Markdown
+
+        console.print(Markdown(card.read_text()))
 
 
 # ----------------------------------------------------------------------------- training
@@ -344,7 +381,9 @@ def _require_training() -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        typer.echo("error: training needs PyTorch; install the train extra: pip install 'ser-edge[train]'", err=True)
+        typer.echo("error: training needs PyTorch; install the train extra: pip install 'ser-edge[train]' "
+                   "(from a checkout of the source: pip install -e '.[train]'; for a CPU-only PyTorch first: "
+                   "pip install torch --index-url https://download.pytorch.org/whl/cpu)", err=True)
         raise typer.Exit(code=2)
 
 

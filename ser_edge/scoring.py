@@ -18,6 +18,11 @@ __all__ = ["AUDIO_SUFFIXES", "RowWriter", "collect_files", "done_paths", "drop_t
 AUDIO_SUFFIXES = tuple(sorted({f".{k.lower()}" for k in sf.available_formats()} | {".oga", ".opus", ".aif"}))
 
 
+def audio_below(folder: Path) -> int:
+    """How many audio files the sub-folders of `folder` hold (what -r would add)."""
+    return sum(1 for f in folder.glob("*/**/*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+
+
 def collect_files(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
     """Files given directly, plus the audio files in given folders; sorted, without duplicates."""
     out: list[Path] = []
@@ -30,6 +35,16 @@ def collect_files(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
+def mp_child() -> bool:
+    import multiprocessing as mp
+
+    return mp.parent_process() is not None
+
+
+#: A recording shorter than this cannot hold one analysis frame of speech worth scoring.
+MIN_DURATION_S = 0.25
+
+
 @dataclass
 class _Worker:
     recognizer: object = None
@@ -39,9 +54,14 @@ _worker = _Worker()
 
 
 def init_worker(model: Optional[str], provider: str) -> None:
-    """Per-process set-up: one recognizer, one ONNX Runtime thread (processes give the parallelism)."""
+    """Per-process set-up: one recognizer, one ONNX Runtime thread (processes give the parallelism).
+    Workers ignore Ctrl-C: the main process handles it once, for all of them."""
+    import signal
+
     from ser_edge.recognizer import Recognizer
 
+    if mp_child():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker.recognizer = Recognizer(model, provider=provider, threads=1)
 
 
@@ -60,7 +80,11 @@ def score_one(path: Path, windows: bool = False) -> list[dict]:
     row = {**base, "status": "ok", "duration_s": round(result.duration_s, 3), "label": result.label or "",
            **{f"p_{k}": round(v, 4) for k, v in result.probabilities.items()}}
     if result.label is None:
-        row["error"] = "no speech detected"
+        # Not an error of the file: it was read, and holds no speech to label.
+        too_short = result.duration_s < MIN_DURATION_S
+        row["status"] = "too_short" if too_short else "no_speech"
+        row["error"] = (f"too short to score ({result.duration_s:.2f} s; at least {MIN_DURATION_S:g} s)" if too_short
+                        else "no speech detected")
     rows = [row]
     if windows:
         rows += [{"path": str(path), "kind": "window", "status": "ok", "start_s": round(w.start_s, 3),

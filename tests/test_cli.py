@@ -68,3 +68,22 @@ def test_runtime_imports_neither_torch_nor_librosa_nor_onnx():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_importing_from_a_source_folder_without_the_core_says_what_to_do(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import ser_edge
+
+    package = Path(ser_edge.__file__).parent
+    checkout = tmp_path / "checkout"
+    shutil.copytree(package, checkout / "ser_edge", ignore=shutil.ignore_patterns("_core*.so", "_core*.pyd", "models"))
+    (checkout / "pyproject.toml").write_text("[project]\nname = 'ser-edge'\n")
+    # -S: no site-packages, as after a non-editable install whose package the folder hides
+    result = subprocess.run([sys.executable, "-S", "-c", "import ser_edge"], cwd=checkout, capture_output=True,
+                            text=True)
+    assert result.returncode != 0
+    assert "source folder" in result.stderr and "pip install -e ." in result.stderr

@@ -51,12 +51,43 @@ def test_score_writes_a_row_per_file_with_errors_as_rows(folder, tmp_path):
         p.name for p in folder.glob("*.wav") if p.name not in ("corrupt.wav", "empty.wav", "short.wav", "demo.wav")}
     assert by_name["corrupt.wav"]["status"] == "error" and "corrupt.wav" in by_name["corrupt.wav"]["error"]
     assert "empty" in by_name["empty.wav"]["error"]
-    assert by_name["short.wav"]["status"] == "ok" and by_name["short.wav"]["error"] == "no speech detected"
+    assert by_name["short.wav"]["status"] == "too_short" and "too short" in by_name["short.wav"]["error"]
     demo = by_name["demo.wav"]
     assert demo["label"] in ("angry", "happy", "neutral", "sad") and float(demo["duration_s"]) == pytest.approx(9.25, abs=0.01)
     assert sum(float(demo[f"p_{k}"]) for k in ("angry", "happy", "neutral", "sad")) == pytest.approx(1, abs=1e-3)
     assert [r["path"] for r in rows] == sorted(r["path"] for r in rows)  # deterministic order
     assert "Traceback" not in result.output
+
+
+def test_silence_is_no_speech_not_an_error(tmp_path):
+    sf.write(tmp_path / "quiet.wav", np.zeros(32000, np.float32), 16000)
+    out = tmp_path / "r.csv"
+    result = runner.invoke(app, ["score", str(tmp_path / "quiet.wav"), "-o", str(out), "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    (row,) = _csv(out.read_text())
+    assert row["status"] == "no_speech" and row["label"] == "" and row["error"] == "no speech detected"
+    assert "0 labelled, 1 without speech" in result.output
+
+
+def test_a_folder_without_audio_at_its_top_says_so_and_suggests_recursion(folder, tmp_path):
+    outer = tmp_path / "outer"
+    (outer / "inner").mkdir(parents=True)
+    shutil.copy(DEMO, outer / "inner" / "demo.wav")
+    result = runner.invoke(app, ["score", str(outer), "--jobs", "1"])
+    assert result.exit_code == 2
+    assert "no audio files found" in result.output and "-r" in result.output and "1 audio file" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["score", str(empty)])
+    assert result.exit_code == 2 and "no audio files found" in result.output and "--recursive" not in result.output
+
+
+def test_an_unwritable_output_is_a_message_not_a_traceback(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    result = runner.invoke(app, ["score", str(DEMO), "-o", str(blocker / "r.csv"), "--jobs", "1"])
+    assert result.exit_code == 2 and "cannot write" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_jsonl_with_windows_and_recursion(folder, tmp_path):
@@ -102,3 +133,29 @@ def test_info_shows_labels_config_and_providers():
     assert result.exit_code == 0, result.output
     for text in ("angry", "CPUExecutionProvider", "sample_rate", "Research use only"):
         assert text in result.output
+
+
+def test_ctrl_c_in_a_parallel_run_stops_cleanly_and_says_how_to_resume(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(40):
+        shutil.copy(DEMO, d / f"c{i:02d}.wav")
+    out = tmp_path / "r.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "ser_edge", "score", str(d), "-o", str(out), "--jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 3):
+        time.sleep(0.2)  # wait until some rows are written
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    resumed = subprocess.run([sys.executable, "-m", "ser_edge", "score", str(d), "-o", str(out), "--resume",
+                              "--jobs", "2"], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(r["path"] for r in _csv(out.read_text())) == sorted(str(p) for p in d.glob("*.wav"))

@@ -432,6 +432,22 @@ _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu or cuda.")
 _SEED = typer.Option(0, help="Random seed (splits, initialisation, batches).")
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """SIGTERM (a scheduler or `kill` stopping the job) is handled like Ctrl-C: the trainer
+    keeps its best epoch so far and the command saves it."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @app.command()
 def train(
     corpora: List[Path] = typer.Argument(..., help="Corpus folders (URDU or EmoDB layout) or CSV manifests (path,label,speaker[,language])."),
@@ -444,7 +460,8 @@ def train(
 ) -> None:
     """Train the Bi-LSTM-attention classifier on one or more corpora and save a checkpoint.
 
-    A speaker-grouped seventh of the clips is held out for early stopping.
+    About a seventh of the clips (whole speakers) is held out for early stopping. Ctrl-C or
+    SIGTERM stops training and saves the best epoch so far to --out (exit code 130).
     """
     _require_training()
     import torch
@@ -461,14 +478,23 @@ def train(
         examples, skipped = load_examples(clips, labels, cache, progress=True)
         Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers, labels {labels}; "
                         f"{len(skipped)} skipped")
-        result = fit(examples, chosen.model_config(len(labels)), chosen.train, log=Console().print, progress=True,
-                     augment=chosen.augmenter(cache))
+        with _stop_on_sigterm():
+            try:
+                result = fit(examples, chosen.model_config(len(labels)), chosen.train, log=Console().print,
+                             progress=True, augment=chosen.augmenter(cache))
+            except KeyboardInterrupt:
+                typer.echo("interrupted before the first epoch ended: nothing to save", err=True)
+                raise typer.Exit(code=130) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": result.model.state_dict(), "model_config": result.model.config.to_dict(),
                 "feature_config": chosen.features.to_json(), "labels": labels, "history": result.history,
                 "best_epoch": result.best_epoch, "corpora": [str(c) for c in corpora],
                 "recipe": {"name": recipe, **chosen.to_dict()}}, out)
     Console().print(f"saved {out} (best epoch {result.best_epoch})")
+    if result.interrupted:
+        typer.echo(f"interrupted: {out} holds the best epoch so far ({result.best_epoch} of {len(result.history)} run)",
+                   err=True)
+        raise typer.Exit(code=130)
 
 
 @app.command()

@@ -240,8 +240,7 @@ def test_training_options_run_and_crops_never_exceed_the_limit():
     assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) and 0 <= h["val_uar"] <= 1
                for h in history)
-    # Monitoring UAR: the best epoch has the highest validation UAR (ties: the lower loss), and the
-    # model returned is that epoch's.
+    # The returned model is the best epoch's (by UAR here; test_trainer_effects tells the monitors apart).
     best = min(history, key=lambda h: -h["val_uar"] + 1e-3 * min(h["val_loss"], 10.0))
     assert result.best_epoch == best["epoch"]
     assert _val_loss(result.model, examples[18:]) == pytest.approx(best["val_loss"], rel=1e-5)
@@ -325,15 +324,16 @@ def test_recipes_are_named_and_validated():
         seed.derive(model={"deltas": 5})
 
 
-def _variance_clips(n, dim, seed):
-    """4 classes told apart by which 8 dimensions vary three times as much (a pattern that
-    survives every window normalisation), of 30-101 frames."""
+def _step_clips(n, dim, seed):
+    """4 classes told apart by which 8 dimensions step from +2 to -2 halfway through the clip (a
+    pattern with no mean, so every window normalisation keeps it), over unit noise; 30-101 frames."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        scale = np.ones(dim)
-        scale[8 * (i % 4) : 8 * (i % 4) + 8] = 3.0
-        x = rng.standard_normal((int(rng.integers(30, 102)), dim)) * scale
+        x = rng.standard_normal((int(rng.integers(30, 102)), dim))
+        half = len(x) // 2
+        x[:half, 8 * (i % 4) : 8 * (i % 4) + 8] += 2.0
+        x[half : 2 * half, 8 * (i % 4) : 8 * (i % 4) + 8] -= 2.0
         out.append(Example(x.astype(np.float32), i % 4, f"s{i % 5}", None))
     return out
 
@@ -349,14 +349,14 @@ def test_the_default_front_end_exports_to_onnx_and_matches_torch(tmp_path, norma
     recipe = get_recipe("default").derive(model={"normalise": normalise})
     dim = recipe.features.dim
     config = TrainConfig(max_epochs=6, patience=6, batch_size=16, lr=3e-3, balance="none", seed=0, device="cpu")
-    model = train_model(_variance_clips(48, dim, 0), _variance_clips(12, dim, 1), recipe.model_config(4), config,
+    model = train_model(_step_clips(48, dim, 0), _step_clips(12, dim, 1), recipe.model_config(4), config,
                         log=None).model.eval()
     fp32 = export_onnx(model, recipe.features, ["a", "b", "c", "d"], tmp_path / "m.onnx")
     int8 = quantise_int8(fp32, tmp_path / "m.int8.onnx")
     ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
     assert {"DynamicQuantizeLSTM", "MatMulInteger"} <= ops and "LSTM" not in ops
 
-    test = _variance_clips(40, dim, 2)
+    test = _step_clips(40, dim, 2)
     lengths = torch.tensor([len(e.features) for e in test])
     x = torch.zeros(len(test), int(lengths.max()), dim)
     for j, e in enumerate(test):
@@ -364,20 +364,22 @@ def test_the_default_front_end_exports_to_onnx_and_matches_torch(tmp_path, norma
     with torch.no_grad():
         logits, attention = model(x, lengths)
     logits, attention = logits.numpy(), attention.numpy()
-    assert (logits.argmax(1) == [e.label for e in test]).mean() >= 0.6  # well above chance (0.25)
+    assert (logits.argmax(1) == [e.label for e in test]).mean() >= 0.9  # chance is 0.25
     feeds = {"features": x.numpy(), "lengths": lengths.numpy()}
     got = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, feeds)
     np.testing.assert_allclose(got[0], logits, atol=1e-4)
     np.testing.assert_allclose(got[1], attention, atol=1e-5)
 
-    # int8 against torch on the same inputs. Measured on 16 such models (8 seeds x 2 front ends):
-    # the largest |int8 - fp32| logit error was at most 5.8% of the batch's logit range (range
-    # 2-9), the mean error at most 1.3%, argmax agreement at least 39/40 and attention within
-    # 0.003. The bounds leave about twice that headroom for other CPUs' int8 kernels.
+    # int8 against torch on the same inputs. Measured on 32 such models (seeds 0-5 with the default
+    # front end, seeds 0-3 with deltas=2 and with subsample=1; "mean" and "level"; logit ranges
+    # 10-13): the largest |int8 - fp32| logit error was at most 8.2% of the batch's logit range,
+    # the mean error at most 2.0%, every argmax the same, attention within 0.0084; these inputs
+    # give 4.1%/2.0% ("mean") and 4.0%/1.8% ("level"). The bounds are about twice the worst seen;
+    # quantisation scales 10% off already give a mean error of 5% (20% off: 22%/12%).
     q = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, feeds)
     error, spread = np.abs(q[0] - logits), np.ptp(logits)
-    assert 0 < error.max() <= 0.1 * spread
-    assert error.mean() <= 0.03 * spread
+    assert 0 < error.max() <= 0.15 * spread
+    assert error.mean() <= 0.04 * spread
     assert (q[0].argmax(1) == logits.argmax(1)).mean() >= 0.9
-    np.testing.assert_allclose(q[1], attention, atol=0.01)
+    np.testing.assert_allclose(q[1], attention, atol=0.02)
     assert (q[1][np.arange(x.shape[1])[None, :] >= lengths.numpy()[:, None]] == 0).all()

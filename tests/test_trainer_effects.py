@@ -245,6 +245,27 @@ def test_the_best_epochs_weights_are_returned():
         torch.testing.assert_close(returned_state[name], first_state[name], rtol=0, atol=0)
 
 
+def test_the_monitor_picks_the_best_epoch_by_loss_or_by_uar():
+    rng = np.random.default_rng(1)
+    train = _clips(rng.integers(0, 3, 18).tolist(), seed=1)
+    val = _clips([0, 1, 2] * 3, seed=101)
+    for e in val[:3]:  # a few clips the training clips do not explain
+        e.label = (e.label + 1) % 3
+    config = _train_config(lr=0.05, batch_size=4, max_epochs=6, patience=6)
+    by_loss = train_model(train, val, _model_config(3), config, log=None)
+    by_uar = train_model(train, val, _model_config(3), TrainConfig(**{**config.to_dict(), "monitor": "uar"}),
+                         log=None)
+    history = by_loss.history
+    assert [h["val_loss"] for h in by_uar.history] == [h["val_loss"] for h in history]  # the same run
+    lowest_loss = min(history, key=lambda h: h["val_loss"])["epoch"]
+    highest_uar = min(history, key=lambda h: (-round(h["val_uar"], 6), h["val_loss"]))["epoch"]  # ties: lower loss
+    assert lowest_loss != highest_uar
+    assert (by_loss.best_epoch, by_uar.best_epoch) == (lowest_loss, highest_uar)
+    for result in (by_loss, by_uar):
+        returned = float(F.cross_entropy(_logits(result.model, val), _targets(val)))
+        assert returned == pytest.approx(history[result.best_epoch - 1]["val_loss"], rel=1e-5)
+
+
 def _front_end_stats(examples, normalise: str) -> tuple[np.ndarray, np.ndarray]:
     frames = [e.features.astype(np.float64) for e in examples]
     if normalise == "mean":

@@ -228,3 +228,26 @@ def test_a_corpus_with_one_speaker_is_refused_clearly(tmp_path, monkeypatch):
                              and not line.startswith("s2_") and not line.startswith("s3_")) + "\n")
     result = CliRunner().invoke(app, ["train", str(one), "--epochs", "1"])
     assert result.exit_code == 2 and "at least 2 speakers" in result.output
+
+
+def test_sigterm_during_train_saves_the_best_epoch_so_far(tmp_path):
+    import signal
+    import time
+
+    manifest = _tiny_manifest(tmp_path)
+    out = tmp_path / "m.pt"
+    env = {**__import__("os").environ, "SER_EDGE_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "ser_edge", "train", str(manifest), "--epochs", "500",
+                             "--patience", "500", "--device", "cpu", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen = ""
+    deadline = time.time() + 120
+    while time.time() < deadline and "epoch   3 of 500" not in seen:
+        seen += proc.stdout.readline()
+    assert "at most" in seen and "min left" in seen  # epoch N of M with an estimate of the time left
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "best epoch so far" in err and "Traceback" not in err
+    checkpoint = torch.load(out, weights_only=False)
+    assert 3 <= len(checkpoint["history"]) < 500 and 1 <= checkpoint["best_epoch"] <= len(checkpoint["history"])

@@ -75,6 +75,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_loss, seconds
     best_epoch: int = 0
     device: str = "cpu"
+    interrupted: bool = False  # stopped by Ctrl-C / SIGTERM: the best epoch so far is kept
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -217,43 +218,52 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
 
     result = TrainResult(model=model, device=str(device))
     best, best_state, waited = math.inf, None, 0
-    for epoch in range(1, config.max_epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        order = rng.permutation(pool)
-        batches = _bucketed(train, order, config.batch_size, rng)
-        total, n = 0.0, 0
-        with _progress(progress) as bar:
-            task = bar.add_task(f"epoch {epoch}", total=len(batches)) if bar else None
-            for x, lengths, y in _batches(train, order, config.batch_size, device, batches,
-                                          config.crop_frames, rng):
-                optimiser.zero_grad()
-                logits, _ = model(x, lengths)
-                loss = loss_fn(logits, y)
-                loss.backward()
-                optimiser.step()
-                total += float(loss.detach()) * len(y)
-                n += len(y)
-                if bar:
-                    bar.advance(task)
-        if scheduler is not None:
-            scheduler.step()
-        val_loss, val_uar = _evaluate(model, val, device, config.batch_size, val_loss_fn, model_config.n_classes)
-        seconds = time.perf_counter() - start
-        result.history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "val_uar": val_uar,
-                               "seconds": seconds})
-        # UAR moves in steps on a small validation set: ties go to the lower loss.
-        score = val_loss if config.monitor == "loss" else -val_uar + 1e-3 * min(val_loss, 10.0)
-        improved = score < best
-        if improved:
-            best, best_state, waited, result.best_epoch = score, copy.deepcopy(model.state_dict()), 0, epoch
-        else:
-            waited += 1
+    try:
+        for epoch in range(1, config.max_epochs + 1):
+            start = time.perf_counter()
+            model.train()
+            order = rng.permutation(pool)
+            batches = _bucketed(train, order, config.batch_size, rng)
+            total, n = 0.0, 0
+            with _progress(progress) as bar:
+                task = bar.add_task(f"epoch {epoch} of {config.max_epochs}", total=len(batches)) if bar else None
+                for x, lengths, y in _batches(train, order, config.batch_size, device, batches,
+                                              config.crop_frames, rng):
+                    optimiser.zero_grad()
+                    logits, _ = model(x, lengths)
+                    loss = loss_fn(logits, y)
+                    loss.backward()
+                    optimiser.step()
+                    total += float(loss.detach()) * len(y)
+                    n += len(y)
+                    if bar:
+                        bar.advance(task)
+            if scheduler is not None:
+                scheduler.step()
+            val_loss, val_uar = _evaluate(model, val, device, config.batch_size, val_loss_fn, model_config.n_classes)
+            seconds = time.perf_counter() - start
+            result.history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "val_uar": val_uar,
+                                   "seconds": seconds})
+            # UAR moves in steps on a small validation set: ties go to the lower loss.
+            score = val_loss if config.monitor == "loss" else -val_uar + 1e-3 * min(val_loss, 10.0)
+            improved = score < best
+            if improved:
+                best, best_state, waited, result.best_epoch = score, copy.deepcopy(model.state_dict()), 0, epoch
+            else:
+                waited += 1
+            if log:
+                left = (config.max_epochs - epoch) * sum(h["seconds"] for h in result.history) / epoch
+                log(f"epoch {epoch:3d} of {config.max_epochs}  train loss {total / n:.4f}  val loss {val_loss:.4f}  "
+                    f"val UAR {val_uar:.3f}{'  *' if improved else ''}  {seconds:.1f} s on {device}"
+                    f"  (at most {left / 60:.1f} min left)")
+            if waited >= config.patience:
+                break
+    except KeyboardInterrupt:
+        if best_state is None:
+            raise  # nothing worth keeping yet
+        result.interrupted = True
         if log:
-            log(f"epoch {epoch:3d}  train loss {total / n:.4f}  val loss {val_loss:.4f}  val UAR {val_uar:.3f}"
-                f"{'  *' if improved else ''}  {seconds:.1f} s on {device}")
-        if waited >= config.patience:
-            break
+            log(f"interrupted after {len(result.history)} epoch(s); keeping the best so far (epoch {result.best_epoch})")
     if best_state is None:
         raise RuntimeError("the validation loss was never finite; check the features and the learning rate")
     model.load_state_dict(best_state)

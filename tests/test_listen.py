@@ -1,12 +1,15 @@
 """`ser-edge listen`: a real end-to-end run through a virtual microphone, and its error paths.
 
-The end-to-end test needs a PulseAudio server with a null sink `vmic` whose monitor is the
-default source (.ci/run starts one); it skips, saying so, when there is none.
+The end-to-end test starts its own PulseAudio server (its own runtime folder and socket,
+so nothing else on the machine can play into it) with a null sink `vmic` whose monitor is
+the default source, and stops it afterwards; it skips, saying so, when PulseAudio or
+PortAudio is not installed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,22 +22,48 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo.wav"
 
 
-def _virtual_microphone() -> bool:
-    if not shutil.which("pactl") or not shutil.which("paplay"):
-        return False
-    info = subprocess.run(["pactl", "info"], capture_output=True, text=True)
-    return info.returncode == 0 and "Default Source: vmic.monitor" in info.stdout
+@pytest.fixture()
+def virtual_microphone(tmp_path):
+    """A private PulseAudio server whose default source is the monitor of a null sink `vmic`;
+    yields the environment that points clients at it."""
+    if not all(shutil.which(tool) for tool in ("pulseaudio", "pactl", "paplay")):
+        pytest.skip("PulseAudio (pulseaudio, pactl, paplay) is not installed")
+    pytest.importorskip("sounddevice", reason="PortAudio is not installed")
+    runtime = tmp_path / "pulse"
+    runtime.mkdir()
+    socket = runtime / "native"
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PULSE_RUNTIME_PATH": str(runtime / "run"),
+           "PULSE_STATE_PATH": str(runtime / "state"), "PULSE_SERVER": f"unix:{socket}"}
+    log = runtime / "server.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            ["pulseaudio", "--daemonize=no", "-n", "--exit-idle-time=-1", "--use-pid-file=no",
+             f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}",
+             "--load=module-null-sink sink_name=vmic"],
+            env=env, stdout=sink, stderr=sink)
+    try:
+        for _ in range(50):
+            if subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.skip(f"the PulseAudio server did not start: {log.read_text()[-2000:]}")
+        subprocess.run(["pactl", "set-default-source", "vmic.monitor"], env=env, check=True)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
-@pytest.mark.skipif(not _virtual_microphone(), reason="no PulseAudio server with a 'vmic' null sink as the default source")
-def test_listen_labels_a_wav_played_into_the_microphone_as_score_does():
+def test_listen_labels_a_wav_played_into_the_microphone_as_score_does(virtual_microphone):
     from ser_edge import Recognizer
 
+    env = virtual_microphone
     listener = subprocess.Popen(
         [sys.executable, "-m", "ser_edge", "listen", "--json", "--duration", "11", "--device", "pulse"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     time.sleep(2.0)  # let the input stream open before the clip starts
-    subprocess.run(["paplay", "--device=vmic", str(DEMO)], check=True, timeout=30)
+    subprocess.run(["paplay", "--device=vmic", str(DEMO)], check=True, timeout=30, env=env)
     out, err = listener.communicate(timeout=60)
     assert listener.returncode == 0, err
     live = [json.loads(line) for line in out.splitlines() if line.startswith("{")]

@@ -430,6 +430,15 @@ _PATIENCE = typer.Option(None, help="Epochs without a better validation score be
 _BALANCE = typer.Option(None, help="Class balancing: undersample, weights or none (default: the recipe's).")
 _DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu or cuda.")
 _SEED = typer.Option(0, help="Random seed (splits, initialisation, batches).")
+_THREADS = typer.Option(1, min=1, help="CPU threads for PyTorch. 1 is fastest for this small model unless the "
+                                      "machine is otherwise idle and has cores to spare; more threads than free "
+                                      "cores make training many times slower.")
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
@@ -456,7 +465,7 @@ def train(
     recipe: str = _RECIPE,
     preset: Optional[str] = typer.Option(None, help="Feature preset instead of the recipe's: seed, logmel or mfcc."),
     epochs: Optional[int] = _EPOCHS, patience: Optional[int] = _PATIENCE, balance: Optional[str] = _BALANCE,
-    device: str = _DEVICE, seed: int = _SEED,
+    device: str = _DEVICE, seed: int = _SEED, threads: int = _THREADS,
 ) -> None:
     """Train the Bi-LSTM-attention classifier on one or more corpora and save a checkpoint.
 
@@ -470,6 +479,7 @@ def train(
     from ser_edge.training.protocols import fit
 
     with _user_errors():
+        _set_threads(threads)
         chosen = _recipe(recipe, epochs, patience, balance, device, seed, preset)
         cache = FeatureCache(chosen.features)
         four = four_class or len(corpora) > 1
@@ -540,7 +550,7 @@ def evaluate_within(
     loso: bool = typer.Option(False, help="Leave one speaker out instead of k folds."),
     four_class: bool = typer.Option(False, "--four-class", help="Keep only angry/happy/neutral/sad."),
     recipe: str = _RECIPE, epochs: Optional[int] = _EPOCHS, patience: Optional[int] = _PATIENCE,
-    balance: Optional[str] = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
+    balance: Optional[str] = _BALANCE, device: str = _DEVICE, seed: int = _SEED, threads: int = _THREADS,
 ) -> None:
     """Within-corpus, speaker-independent k-fold (or LOSO) evaluation."""
     _require_training()
@@ -548,6 +558,7 @@ def evaluate_within(
     from ser_edge.training.protocols import within_corpus
 
     with _user_errors():
+        _set_threads(threads)
         chosen = _recipe(recipe, epochs, patience, balance, device, seed)
         cache = FeatureCache(chosen.features)
         clips = _read(corpus, four_class)
@@ -567,7 +578,7 @@ def evaluate_cross(
     out: Path = typer.Option(Path("results"), "--out", "-o"),
     adapt: bool = typer.Option(True, help="Also run 10/20/30 % and 5/10/15-shot adaptation."),
     recipe: str = _RECIPE, epochs: Optional[int] = _EPOCHS, patience: Optional[int] = _PATIENCE,
-    balance: Optional[str] = _BALANCE, device: str = _DEVICE, seed: int = _SEED,
+    balance: Optional[str] = _BALANCE, device: str = _DEVICE, seed: int = _SEED, threads: int = _THREADS,
 ) -> None:
     """Zero-shot cross-corpus on the shared 4 classes, and adaptation with target clips."""
     _require_training()
@@ -577,6 +588,7 @@ def evaluate_cross(
 
     labels = list(SHARED_LABELS)
     with _user_errors():
+        _set_threads(threads)
         chosen = _recipe(recipe, epochs, patience, balance, device, seed)
         cache = FeatureCache(chosen.features)
         augment, model_config = chosen.augmenter(cache), chosen.model_config(4)

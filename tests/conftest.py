@@ -7,6 +7,26 @@ from pathlib import Path
 
 import pytest
 
+def pytest_configure(config) -> None:
+    """One thread for PyTorch and ONNX Runtime sessions made by the tests: the suite runs on
+    small, often shared machines, where more threads than free cores make it many times slower."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
+def session(path):
+    """An ONNX Runtime CPU session with one thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 DATA_DIR = Path(os.environ.get("SER_EDGE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
-from conftest import DATA_DIR, corpus_clips  # noqa: E402
+from conftest import DATA_DIR, corpus_clips, session  # noqa: E402
 from ser_edge.features import FeatureConfig  # noqa: E402
 from ser_edge.training.corpora import SHARED_LABELS, read_emodb, read_urdu, to_shared  # noqa: E402
 from ser_edge.training.data import FeatureCache, load_examples  # noqa: E402
@@ -53,8 +53,7 @@ def _padded(examples):
 
 
 def _run(path, x, lengths):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"features": x, "lengths": lengths})
+    return session(path).run(None, {"features": x, "lengths": lengths})
 
 
 def test_fp32_onnx_equals_torch_on_real_clips(exported):

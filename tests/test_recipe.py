@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import session  # noqa: E402
 from ser_edge.features import FeatureConfig, extract  # noqa: E402
 from ser_edge.training.data import Augmenter, Example, FeatureCache, speaker_normalise  # noqa: E402
 from ser_edge.training.model import (  # noqa: E402
@@ -366,7 +367,7 @@ def test_the_default_front_end_exports_to_onnx_and_matches_torch(tmp_path, norma
     logits, attention = logits.numpy(), attention.numpy()
     assert (logits.argmax(1) == [e.label for e in test]).mean() >= 0.9  # chance is 0.25
     feeds = {"features": x.numpy(), "lengths": lengths.numpy()}
-    got = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = session(fp32).run(None, feeds)
     np.testing.assert_allclose(got[0], logits, atol=1e-4)
     np.testing.assert_allclose(got[1], attention, atol=1e-5)
 
@@ -376,7 +377,7 @@ def test_the_default_front_end_exports_to_onnx_and_matches_torch(tmp_path, norma
     # the mean error at most 2.0%, every argmax the same, attention within 0.0084; these inputs
     # give 4.1%/2.0% ("mean") and 4.0%/1.8% ("level"). The bounds are about twice the worst seen;
     # quantisation scales 10% off already give a mean error of 5% (20% off: 22%/12%).
-    q = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, feeds)
+    q = session(int8).run(None, feeds)
     error, spread = np.abs(q[0] - logits), np.ptp(logits)
     assert 0 < error.max() <= 0.15 * spread
     assert error.mean() <= 0.04 * spread

@@ -71,8 +71,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--recipe", default="default", help="Training recipe (see ser_edge.training.recipes).")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (1: see the README)")
     parser.add_argument("--max-epochs", type=int, default=None, help=argparse.SUPPRESS)  # quick checks only
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     start = time.time()
     quick = {"max_epochs": args.max_epochs} if args.max_epochs else {}
     recipe = get_recipe(args.recipe).derive(train={"seed": args.seed, "device": args.device, **quick})

@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator
+from typing import Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -180,6 +181,31 @@ def _libsndfile_reason(err: sf.LibsndfileError) -> str:
     )
 
 
+def _truncated_wav(file) -> Optional[tuple[int, int]]:
+    """(bytes the data chunk declares, bytes present) when a RIFF/WAVE file is cut short inside
+    its data chunk (libsndfile then reads what is there and says nothing), else None."""
+    position = file.tell()
+    try:
+        file.seek(0)
+        head = file.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size = os.fstat(file.fileno()).st_size
+        offset = 12
+        while offset + 8 <= size:
+            file.seek(offset)
+            chunk = file.read(8)
+            declared = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                present = size - offset - 8
+                # 0xFFFFFFFF and 0 are placeholders of streamed writers, not a promise.
+                return (declared, present) if 0 < declared < 0xFFFFFFFF and present < declared else None
+            offset += 8 + declared + (declared & 1)
+        return None
+    finally:
+        file.seek(position)
+
+
 @contextlib.contextmanager
 def _opened(path: str | os.PathLike[str]) -> Iterator[sf.SoundFile]:
     """Open `path` for reading; every failure, at open or while reading, is an AudioError."""
@@ -190,6 +216,10 @@ def _opened(path: str | os.PathLike[str]) -> Iterator[sf.SoundFile]:
         with open(path, "rb") as file, sf.SoundFile(file) as sound:
             if sound.frames == 0:
                 raise AudioError(f"cannot read {name!r}: it contains no audio samples")
+            short = _truncated_wav(file)
+            if short is not None:
+                raise AudioError(f"cannot read {name!r}: the file is damaged (cut short): its header promises "
+                                 f"{short[0]} bytes of audio but only {short[1]} follow; re-copy or re-export it")
             yield sound
     except OSError as err:
         raise AudioError(f"cannot read {name!r}: {_os_reason(err)}") from err

@@ -322,3 +322,24 @@ def test_importing_audio_loads_no_training_frameworks() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_wav_cut_short_inside_its_data_is_reported_as_damaged(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from ser_edge.audio import AudioError, load
+
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, 0.1 * np.sin(np.arange(32000) / 7.0), 16000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:20000])  # the header still promises 64000 bytes
+    with pytest.raises(AudioError, match="damaged"):
+        load(cut)
+    assert len(load(whole)) == 32000  # an intact file reads as before
+    odd = tmp_path / "odd.wav"  # an extra chunk before the data, odd-sized, is walked over
+    data = whole.read_bytes()
+    odd.write_bytes(data[:12] + b"LIST" + (3).to_bytes(4, "little") + b"abc\x00" + data[12:])
+    riff = len(odd.read_bytes()) - 8
+    odd.write_bytes(odd.read_bytes()[:4] + riff.to_bytes(4, "little") + odd.read_bytes()[8:])
+    assert len(load(odd)) == 32000

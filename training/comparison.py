@@ -606,9 +606,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = summarise(tasks, collect(runs, tasks))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     note = f"Corpora: {', '.join(f'{TITLES[c]} {len(v)} clips' for c, v in corpora.items())}."
+    note += "".join(f" ser-edge ({name}) is the `default` recipe." for name in _ser_edge_recipes(summary)
+                    if name != "default" and _same_recipe(name, "default"))
     print(write_page(tasks, summary, costs, args.out, {"note": note}))
     print(f"took {(time.time() - start) / 60:.1f} min", file=sys.stderr)
     return 0
+
+
+def _ser_edge_recipes(summary: dict) -> list[str]:
+    names = {s for t in summary.values() for s in t if s.startswith("ser-edge (")}
+    return sorted(n[len("ser-edge ("):-1] for n in names)
+
+
+def _same_recipe(a: str, b: str) -> bool:
+    from ser_edge.training.recipes import get_recipe
+
+    try:
+        ra, rb = get_recipe(a), get_recipe(b)
+    except ValueError:
+        return False
+    return (ra.model_config(4), ra.train, ra.features.to_json(), ra.augment) == \
+        (rb.model_config(4), rb.train, rb.features.to_json(), rb.augment)
 
 
 def run_anchor_system(anchor: str, tasks: Sequence[Task], corpora: dict[str, list[Clip]], runs: Path,

@@ -552,10 +552,13 @@ def evaluate_within(
     recipe: str = _RECIPE, epochs: Optional[int] = _EPOCHS, patience: Optional[int] = _PATIENCE,
     balance: Optional[str] = _BALANCE, device: str = _DEVICE, seed: int = _SEED, threads: int = _THREADS,
 ) -> None:
-    """Within-corpus, speaker-independent k-fold (or LOSO) evaluation."""
+    """Within-corpus, speaker-independent k-fold (or LOSO) evaluation. Finished folds are kept
+    in OUT, so an interrupted run (Ctrl-C, SIGTERM) resumes when the same command is run again."""
     _require_training()
+    import hashlib
+
     from ser_edge.training.data import FeatureCache, load_examples
-    from ser_edge.training.protocols import within_corpus
+    from ser_edge.training.protocols import Outcome, within_corpus
 
     with _user_errors():
         _set_threads(threads)
@@ -565,8 +568,34 @@ def evaluate_within(
         labels = sorted({c.label for c in clips})
         examples, skipped = load_examples(clips, labels, cache, progress=True)
         Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers; {len(skipped)} skipped")
-        outcome = within_corpus(examples, labels, chosen.model_config(len(labels)), chosen.train, k=folds,
-                                loso=loso, log=Console().print, augment=chosen.augmenter(cache))
+        # Each finished fold is kept beside the results, so an interrupted evaluation resumes.
+        key = hashlib.sha1(json.dumps([chosen.to_dict(), labels, folds, loso, [str(e.path) for e in examples]],
+                                      sort_keys=True).encode()).hexdigest()[:12]
+        fold_dir = out / f".folds-within-{corpus.stem}-{key}"
+        speakers = len({e.group for e in examples})
+        total = speakers if loso else min(folds, speakers)
+        finished = {n: Outcome.load(fold_dir / f"fold{n}.json") for n in range(1, total + 1)
+                    if (fold_dir / f"fold{n}.json").is_file()}
+        if finished:
+            Console().print(f"{len(finished)} of {total} folds already done (in {fold_dir}); running the rest")
+        new: dict = {}
+
+        def keep(n, fold):
+            new[n] = fold
+            fold.save(fold_dir / f"fold{n}.json")
+
+        with _stop_on_sigterm():
+            try:
+                within_corpus(examples, labels, chosen.model_config(len(labels)), chosen.train, k=folds, loso=loso,
+                              log=Console().print, augment=chosen.augmenter(cache),
+                              folds=[n for n in range(1, total + 1) if n not in finished], done=keep)
+            except KeyboardInterrupt:
+                typer.echo(f"interrupted: {len(finished) + len(new)} of {total} folds are kept in {fold_dir}; "
+                           "run the same command again to finish", err=True)
+                raise typer.Exit(code=130) from None
+        outcome = Outcome(labels)
+        for n in range(1, total + 1):
+            outcome.merge(finished.get(n) or new[n])
     protocol = "leave-one-speaker-out" if loso else f"speaker-grouped {folds}-fold"
     _write_outcome(out, f"within-{corpus.stem}", f"within {corpus.name}", outcome, f"{protocol}, utterance level")
 

@@ -251,3 +251,29 @@ def test_sigterm_during_train_saves_the_best_epoch_so_far(tmp_path):
     assert "best epoch so far" in err and "Traceback" not in err
     checkpoint = torch.load(out, weights_only=False)
     assert 3 <= len(checkpoint["history"]) < 500 and 1 <= checkpoint["best_epoch"] <= len(checkpoint["history"])
+
+
+def test_an_interrupted_within_evaluation_resumes_from_its_finished_folds(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ser_edge.cli import app
+    from ser_edge.training import protocols
+
+    monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
+    manifest = _tiny_manifest(tmp_path)
+    args = ["evaluate", "within", str(manifest), "--folds", "3", "--epochs", "1", "-o", str(tmp_path / "r")]
+    runner = CliRunner()
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    whole = __import__("json").loads((tmp_path / "r" / "within-tiny.json").read_text())
+    (fold_dir,) = (tmp_path / "r").glob(".folds-within-tiny-*")
+    (fold_dir / "fold2.json").unlink()  # as if the run had stopped during fold 2
+
+    trained = []
+    real_fit = protocols.fit
+    monkeypatch.setattr(protocols, "fit", lambda *a, **k: trained.append(1) or real_fit(*a, **k))
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "2 of 3 folds already done" in again.output and len(trained) == 1
+    resumed = __import__("json").loads((tmp_path / "r" / "within-tiny.json").read_text())
+    assert resumed["confusion"] == whole["confusion"] and resumed["folds"] == 3

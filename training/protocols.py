@@ -80,6 +80,27 @@ class Outcome:
             out["target_clips_trained_on"] = self.training_clips
         return out
 
+    def save(self, path) -> None:
+        """Write this outcome as JSON (for resuming an interrupted evaluation)."""
+        import json
+        from dataclasses import asdict
+        from pathlib import Path
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path) -> "Outcome":
+        import json
+        from pathlib import Path
+
+        data = json.loads(Path(path).read_text())
+        data["noisy"] = {k: (list(t), list(p)) for k, (t, p) in data.get("noisy", {}).items()}
+        return cls(**data)
+
     def merge(self, other: "Outcome") -> None:
         """Append another run's (a fold's or a draw's) predictions to this outcome."""
         for name in ("y_true", "y_pred", "corpora", "paths", "probabilities", "fold_uars", "histories",

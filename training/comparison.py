@@ -403,13 +403,13 @@ def write_page(tasks: Sequence[Task], summary: dict, costs: dict, out: Path, met
     lines += adaptation_section([t for t in tasks if t.kind == "adapt"], summary, systems)
     overview = overview_rows([t for t in tasks if t.kind != "adapt"], summary)
     lines += ["## Overview", "", "Mean UAR over the protocols every system ran, with cost: feature (and encoder) "
-              "seconds per second of audio on one CPU core, and size of what must be shipped (model and "
-              "encoder files).", "",
+              "CPU seconds per second of audio on one core, and size of what must be shipped (the model; for "
+              "an anchor its encoder's model file and a 4-class linear classifier; libraries not counted).", "",
               "| system | protocols | mean UAR | s per s of audio | size MB |", "|---|---:|---:|---:|---:|"]
-    for system, (n, mean) in overview.items():
+    for system, (n, mean, complete) in overview.items():
         c = costs.get(_cost_key(system), {})
-        lines.append(f"| {system} | {n} | {100 * mean:.1f} | {c.get('seconds_per_second', float('nan')):.4f} | "
-                     f"{c.get('size_mb', float('nan')):.2f} |")
+        lines.append(f"| {system} | {n}{'' if complete else ' (not all: not comparable)'} | {100 * mean:.1f} | "
+                     f"{c.get('seconds_per_second', float('nan')):.4f} | {c.get('size_mb', float('nan')):.3g} |")
     lines += ["", "![UAR against cost and size](comparison.png)", ""]
     text = "\n".join(lines)
     (out / "COMPARISON.md").write_text(text)
@@ -459,14 +459,16 @@ def adaptation_section(tasks: Sequence[Task], summary: dict, systems: Sequence[s
     return lines
 
 
-def overview_rows(tasks: Sequence[Task], summary: dict) -> dict[str, tuple[int, float]]:
-    """system -> (number of protocols, mean UAR over them, seeds averaged)."""
+def overview_rows(tasks: Sequence[Task], summary: dict) -> dict[str, tuple[int, float, bool]]:
+    """system -> (number of protocols, mean UAR over them with seeds averaged, complete):
+    a complete system ran every protocol; the others' means cover fewer protocols and are
+    not comparable (the figure leaves them out)."""
     out = {}
-    systems = {s for t in summary.values() for s in t}
+    names = [t.name for t in tasks if t.name in summary]
+    systems = {s for t in names for s in summary[t]}
     for system in sorted(systems, key=lambda s: (not s.startswith("ser-edge"), s)):
-        uars = [statistics.fmean(summary[t.name][system]["uar"]) for t in tasks
-                if system in summary.get(t.name, {})]
-        out[system] = (len(uars), statistics.fmean(uars))
+        uars = [statistics.fmean(summary[t][system]["uar"]) for t in names if system in summary[t]]
+        out[system] = (len(uars), statistics.fmean(uars), len(uars) == len(names))
     return out
 
 
@@ -479,21 +481,24 @@ def _plot(overview: dict, costs: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((axes[0], "seconds_per_second", "seconds per second of audio (one core, log)"),
                            (axes[1], "size_mb", "size of model + encoder, MB (log)")):
-        for system, (_, mean) in overview.items():
+        for system, (_, mean, complete) in overview.items():
             c = costs.get(_cost_key(system))
-            if not c or not c.get(key):
+            if not complete or not c or not c.get(key):
                 continue
             ax.scatter(c[key], 100 * mean, s=40)
             ax.annotate(system, (c[key], 100 * mean), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("mean UAR over protocols, %")
         ax.grid(alpha=0.3)
-    fig.suptitle("speaker-independent UAR against cost (one point per system)", fontsize=10)
+    fig.suptitle("mean speaker-independent UAR over every protocol against cost (systems that ran them all)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -655,8 +660,15 @@ def run_anchor_system(anchor: str, tasks: Sequence[Task], corpora: dict[str, lis
             _write_atomic(_run_path(runs, anchor, task.name, record["split"], 0), record)
     sample = [load(c.path, 16000) for cs in corpora.values() for c in cs[:: max(1, len(cs) // 20)]]
     seconds = cost_per_second(embedder, sample)
-    size = getattr(embedder, "model_bytes", 0) / 1e6
-    costs[anchor] = {"seconds_per_second": seconds, "size_mb": size}
+    costs[anchor] = {"seconds_per_second": seconds,
+                     "size_mb": anchor_size_mb(getattr(embedder, "model_bytes", 0), X.shape[1])}
+
+
+def anchor_size_mb(model_bytes: int, dim: int, classes: int = 4) -> float:
+    """What an anchor ships: its encoder's model file plus a linear classifier on `dim`
+    values for `classes` classes with its standardisation (float64); the feature
+    libraries themselves are not counted (nor is ser-edge's C++ core)."""
+    return (model_bytes + 8 * (dim * classes + classes + 2 * dim)) / 1e6
 
 
 if __name__ == "__main__":

@@ -341,7 +341,7 @@ def _step_clips(n, dim, seed):
 
 @pytest.mark.parametrize("normalise", ["mean", "level"])
 def test_the_default_front_end_exports_to_onnx_and_matches_torch(tmp_path, normalise):
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
     from ser_edge.training.export import export_onnx, quantise_int8
 

@@ -23,6 +23,7 @@ app = typer.Typer(
     help="On-device, streaming speech emotion recognition.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",  # docstrings are paragraphs: lines are joined and wrapped to the terminal
 )
 err_console = Console(stderr=True)
 
@@ -361,12 +362,110 @@ def info(model: Optional[Path] = typer.Option(None, help="An exported ser-edge m
     table.add_row("feature config", m.feature_config.to_json())
     if "note" in m.info:
         table.add_row("note", m.info["note"])
+    if m.adapted:
+        a = m.adapted
+        scored = (f"; held-out UAR {100 * a['heldout']['uar']:.1f} % on {a['heldout']['clips']} clip(s)"
+                  if "heldout" in a else "")
+        table.add_row("adapted", f"from {a['base']['file']} ({', '.join(a['base']['labels'])}) on "
+                                 f"{a['fitted_on']} clip(s) on {a['date']}{scored}")
     console.print(table)
     card = DEFAULT_MODEL.with_name("MODEL_CARD.md") if model is None else None
     if card is not None and card.is_file():
         from rich.markdown import Markdown
 
         console.print(Markdown(card.read_text()))
+
+
+# ----------------------------------------------------------------------------- adaptation
+
+
+def _confusion_table(title: str, report: dict, labels: list) -> Table:
+    table = Table(title=title)
+    table.add_column("true \\ predicted")
+    for label in labels:
+        table.add_column(label, justify="right")
+    table.add_column("recall", justify="right")
+    for label, row in zip(labels, report["confusion"]):
+        recall = report["recall"].get(label)
+        table.add_row(label, *map(str, row), f"{100 * recall:.0f} %" if recall is not None else "-")
+    return table
+
+
+@app.command()
+def adapt(
+    data: Path = typer.Argument(..., help="A folder with one sub-folder of clips per label, or a CSV manifest "
+                                          "with columns path,label[,speaker] (paths relative to the manifest)."),
+    output: Path = typer.Option(..., "--output", "-o", help="The adapted model to write (.onnx); a report "
+                                                           "MODEL.report.json is written beside it."),
+    model: Optional[Path] = typer.Option(None, help="The model to adapt (default: the bundled one)."),
+    holdout: float = typer.Option(0.3, min=0.0, max=0.9, help="Part held out to score the adapted model (whole "
+                                                             "speakers when the manifest names them); 0 fits on "
+                                                             "every clip and reports no score."),
+    seed: int = typer.Option(0, help="Random seed of the held-out split."),
+    threads: int = typer.Option(1, min=1, help="CPU threads for ONNX Runtime."),
+) -> None:
+    """Adapt a model to your own labels and voices from a few clips per label, on the CPU.
+
+    Any label set of two or more labels works (they need not match the base model's), with
+    at least 3 clips each; a few dozen per label do better. The base model's pooled
+    attention vector of every analysis window is kept and a new output layer (logistic
+    regression) is fitted on it: seconds, not hours, and no PyTorch. The result is an
+    ordinary ser-edge model: use it with `score --model`, `listen --model`, `info --model`
+    or Recognizer("mine.onnx"). Clips that cannot be read or hold no speech are left out
+    and named. Exit code: 0 on success, 2 for unusable data or options.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ser_edge.adapt import AdaptError, read_labelled
+    from ser_edge.adapt import adapt as run_adapt
+
+    if output.suffix.lower() != ".onnx":
+        typer.echo(f"error: --output {output} should end in .onnx (an ONNX model is written)", err=True)
+        raise typer.Exit(code=2)
+    try:
+        clips = read_labelled(data)
+    except AdaptError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    counts = {label: sum(c.label == label for c in clips) for label in sorted({c.label for c in clips})}
+    err_console.print(f"{len(clips)} clip(s): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    progress = Progress(TextColumn("reading clips"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err_console, transient=True)
+    try:
+        with _model_errors(), progress:
+            task = progress.add_task("clips", total=len(clips))
+            result = run_adapt(clips, output, model=model, holdout=holdout if holdout > 0 else 0.0, seed=seed,
+                               threads=threads, progress=lambda n: progress.update(task, completed=n))
+    except AdaptError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    except OSError as err:
+        typer.echo(f"error: cannot write {output} ({err.strerror or err}); choose another --output", err=True)
+        raise typer.Exit(code=2) from err
+    report = result.report
+    if report["unusable"]:
+        err_console.print(f"left out {len(report['unusable'])} clip(s):")
+        for path, why in list(report["unusable"].items())[:20]:
+            err_console.print(f"  {path}: {why}", markup=False, highlight=False, soft_wrap=True)
+        if len(report["unusable"]) > 20:
+            err_console.print(f"  ... and {len(report['unusable']) - 20} more (all in the report)")
+    console = Console()
+    labels = report["labels"]
+    if "heldout" in report:
+        kind = "speaker-independent" if report["speaker_independent"] else "clips held out (speakers may repeat)"
+        console.print(f"held out: {report['held_out']} clip(s), {kind}; fitted on {report['fitted_on']}")
+        console.print(_confusion_table(f"adapted: UAR {100 * report['heldout']['uar']:.1f} %", report["heldout"],
+                                       labels))
+        if "base_heldout" in report:
+            console.print(_confusion_table(f"base model as it is: UAR {100 * report['base_heldout']['uar']:.1f} %",
+                                           report["base_heldout"], labels))
+        if not report["speaker_independent"]:
+            console.print("the held-out clips may share speakers with the fitted ones, which flatters the score; "
+                          "add a speaker column to a CSV manifest for a speaker-independent figure")
+    else:
+        console.print(f"fitted on all {report['fitted_on']} clip(s); nothing held out, so no score")
+    console.print(f"wrote {result.path} and {result.path.with_suffix('.report.json')}; use it with "
+                  f"ser-edge listen --model {result.path}", markup=False, highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- training

@@ -87,12 +87,17 @@ class OnnxModel:
         inputs = {i.name: i for i in self._session.get_inputs()}
         if set(inputs) != {"features", "lengths"}:
             raise ModelError(f"{str(self.path)!r} has inputs {sorted(inputs)}, expected features and lengths")
+        outputs = {o.name for o in self._session.get_outputs()}
+        if not {"logits", "attention"} <= outputs:
+            raise ModelError(f"{str(self.path)!r} has outputs {sorted(outputs)}, expected logits and attention")
         dim = inputs["features"].shape[-1]
         if dim != self.feature_config.dim:
             raise ModelError(f"{str(self.path)!r} takes {dim} values per frame but its FeatureConfig gives "
                              f"{self.feature_config.dim}; the file is inconsistent, re-export it")
         self.training: dict = json.loads(meta.get("ser_edge.training", "{}"))
         self.precision = meta.get("ser_edge.precision", "fp32")
+        #: What an adapted model was adapted from and how it scored (see ser_edge.adapt); None otherwise.
+        self.adapted: Optional[dict] = json.loads(meta["ser_edge.adapted"]) if "ser_edge.adapted" in meta else None
         active = self._session.get_providers()[0]
         self.info = {
             "path": str(self.path),
@@ -106,6 +111,7 @@ class OnnxModel:
             "feature_config": self.feature_config.to_dict(),
             "size_mb": self.path.stat().st_size / 1e6,
             "training": self.training,
+            "adapted": self.adapted,
         }
         if provider == "auto" and not use_cuda:
             self.info["note"] = "auto: no CUDA provider in this onnxruntime, running on CPU"
@@ -114,7 +120,7 @@ class OnnxModel:
             ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Probabilities [batch, classes] and attention [batch, time] of a padded batch."""
         logits, attention = self._session.run(
-            None, {"features": np.ascontiguousarray(features, np.float32), "lengths": np.asarray(lengths, np.int64)})
+            ["logits", "attention"], {"features": np.ascontiguousarray(features, np.float32), "lengths": np.asarray(lengths, np.int64)})
         z = logits - logits.max(axis=1, keepdims=True)
         p = np.exp(z)
         return (p / p.sum(axis=1, keepdims=True)).astype(np.float32), attention

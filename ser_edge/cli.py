@@ -540,6 +540,23 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _teacher_targets(examples, config, folder: Optional[Path], seed: int):
+    """The examples with the teacher's targets; a missing teacher model ends the command with
+    the way to get it."""
+    from ser_edge.training.teacher import TeacherError, attach, embeddings, teacher_folder
+
+    try:
+        folder = teacher_folder(folder)
+    except TeacherError as err:
+        typer.echo(f"error: this recipe learns from a teacher: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    Console().print(f"teacher: Whisper-base from {folder}, on every clip (cached after the first run)")
+    vectors = embeddings([e.path for e in examples], folder, progress=True)
+    n = len({e.label for e in examples})
+    return attach(examples, vectors, n, config.temperature, soft=config.distill > 0,
+                  embedding=config.embed_distill > 0, seed=seed)
+
+
 @contextlib.contextmanager
 def _stop_on_sigterm():
     """SIGTERM (a scheduler or `kill` stopping the job) is handled like Ctrl-C: the trainer
@@ -565,6 +582,9 @@ def train(
     preset: Optional[str] = typer.Option(None, help="Feature preset instead of the recipe's: seed, logmel or mfcc."),
     epochs: Optional[int] = _EPOCHS, patience: Optional[int] = _PATIENCE, balance: Optional[str] = _BALANCE,
     device: str = _DEVICE, seed: int = _SEED, threads: int = _THREADS,
+    teacher: Optional[Path] = typer.Option(None, help="Whisper-base folder (CTranslate2 format) for recipes that "
+                                                      "learn from a teacher (default: $SER_EDGE_TEACHER or "
+                                                      "~/.cache/ser-edge/teachers/whisper-base); training only."),
 ) -> None:
     """Train the Bi-LSTM-attention classifier on one or more corpora and save a checkpoint.
 
@@ -587,6 +607,8 @@ def train(
         examples, skipped = load_examples(clips, labels, cache, progress=True)
         Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers, labels {labels}; "
                         f"{len(skipped)} skipped")
+        if chosen.train.distill > 0 or chosen.train.embed_distill > 0:
+            examples = _teacher_targets(examples, chosen.train, teacher, seed)
         with _stop_on_sigterm():
             try:
                 result = fit(examples, chosen.model_config(len(labels)), chosen.train, log=Console().print,

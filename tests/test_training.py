@@ -277,3 +277,27 @@ def test_an_interrupted_within_evaluation_resumes_from_its_finished_folds(tmp_pa
     assert "2 of 3 folds already done" in again.output and len(trained) == 1
     resumed = __import__("json").loads((tmp_path / "r" / "within-tiny.json").read_text())
     assert resumed["confusion"] == whole["confusion"] and resumed["folds"] == 3
+
+
+def test_train_with_a_teacher_recipe_uses_the_teacher_folder_or_says_how_to_get_it(tmp_path, monkeypatch):
+    pytest.importorskip("ctranslate2", reason="the anchors extra (ctranslate2) is not installed")
+    from typer.testing import CliRunner
+
+    from ser_edge.cli import app
+    from test_anchors import _tiny_whisper
+
+    monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
+    manifest = _tiny_manifest(tmp_path)
+    runner = CliRunner()
+    missing = runner.invoke(app, ["train", str(manifest), "--recipe", "teacher-both", "--teacher",
+                                  str(tmp_path / "none"), "-o", str(tmp_path / "m.pt")])
+    assert missing.exit_code == 2 and "get-whisper-base" in missing.output, missing.output
+    assert not (tmp_path / "m.pt").exists()
+    folder = _tiny_whisper(tmp_path / "whisper")
+    done = runner.invoke(app, ["train", str(manifest), "--recipe", "teacher-both", "--teacher", str(folder),
+                               "--epochs", "2", "-o", str(tmp_path / "m.pt")])
+    assert done.exit_code == 0, done.output
+    checkpoint = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert checkpoint["recipe"]["train"]["distill"] == 0.5 and checkpoint["recipe"]["train"]["embed_distill"] == 1.0
+    # The training-only projection is not part of the model that is saved and exported.
+    assert not any("projection" in k for k in checkpoint["state_dict"])

@@ -73,6 +73,12 @@ _row("level-no-deltas", "combo-level", "without deltas", model={"deltas": 0})
 _row("level-undersample", "combo-level", "undersampling instead of class weights", train={"balance": "undersample"})
 _row("level-crop", "combo-level", "+ random 2 s crops of training clips", train={"crop_frames": 200})
 _row("level-speed", "combo-level", "+ speed-perturbed copies at 0.9 and 1.1", augment=("speed:0.9", "speed:1.1"))
+# Third round, from the default recipe: a Whisper-base teacher (training/teacher.py), needs --teacher.
+_row("teacher-kd", "level-no-deltas", "distillation: 0.5 x KL to the teacher's cross-fitted probabilities at T = 2",
+     train={"distill": 0.5, "temperature": 2.0})
+_row("teacher-emb", "level-no-deltas", "+ the pooled attention vector, through a training-only projection, "
+     "regresses the teacher's pooled embedding (cosine, weight 1)", train={"embed_distill": 1.0})
+_row("teacher-both", "teacher-kd", "+ the embedding loss of teacher-emb", train={"embed_distill": 1.0})
 
 
 def resolve(name: str) -> Recipe:
@@ -167,11 +173,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--table-only", action="store_true",
                         help="Run nothing; write OUT/ABLATION.md from the runs already in OUT.")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="Whisper-base folder (CTranslate2) for the teacher rows (default: $SER_EDGE_TEACHER "
+                             "or ~/.cache/ser-edge/teachers/whisper-base)")
     parser.add_argument("--max-epochs", type=int, default=None, help=argparse.SUPPRESS)  # quick checks only
     args = parser.parse_args(argv)
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    if args.teacher is not None:
+        import os
+
+        os.environ["SER_EDGE_TEACHER"] = str(args.teacher)  # read by the training processes
     corpora = read_corpora({n: getattr(args, n) for n in READERS}, "default")
     tasks = dev_tasks(corpora)
     runs = args.out / "runs"

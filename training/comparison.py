@@ -216,8 +216,11 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
     train_idx, test_idx = task.splits[split]
     always = task.always[split] if task.always else []
     start = time.time()
-    result = fit(_examples(task, train_idx, cache), recipe.model_config(len(task.labels)), recipe.train,
-                 augment=recipe.augmenter(cache), always=_examples(task, always, cache))
+    train_ex, always_ex = _examples(task, train_idx, cache), _examples(task, always, cache)
+    if recipe.train.distill > 0 or recipe.train.embed_distill > 0:
+        train_ex, always_ex = _with_teacher(task, train_ex, always_ex, recipe.train, seed)
+    result = fit(train_ex, recipe.model_config(len(task.labels)), recipe.train,
+                 augment=recipe.augmenter(cache), always=always_ex)
     test = _examples(task, test_idx, cache)
     probs = predict(result.model, test)
     out = _run_record(task, test_idx, probs)
@@ -227,6 +230,21 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
         out["noise"] = {kind: predict(result.model, _examples(task, test_idx, cache, kind)).argmax(1).tolist()
                         for kind in NOISE}
     return out
+
+
+def _with_teacher(task: Task, train_ex, always_ex, config, seed: int):
+    """The training examples with the teacher's targets (fitted on these examples only)."""
+    from ser_edge.training.teacher import attach, embeddings
+
+    vectors = _STATE.get("teacher_vectors")
+    if vectors is None or not all(str(c.path) in vectors for c in task.clips[:1]):
+        vectors = _STATE.setdefault("teacher_vectors", {})
+    missing = [c.path for c in task.clips if str(c.path) not in vectors]
+    if missing:
+        vectors.update(embeddings(missing))
+    both = attach(list(train_ex) + list(always_ex), vectors, len(task.labels), config.temperature,
+                  soft=config.distill > 0, embedding=config.embed_distill > 0, seed=seed)
+    return both[: len(train_ex)], both[len(train_ex):]
 
 
 def _run_record(task: Task, test_idx: Sequence[int], probs: np.ndarray) -> dict:

@@ -48,6 +48,10 @@ class Example:
     label: int
     group: str
     path: Path
+    #: Training-time targets from a teacher (see training/teacher.py), or None: its class
+    #: probabilities at the distillation temperature, and its pooled embedding.
+    soft: Optional[np.ndarray] = None
+    target_embedding: Optional[np.ndarray] = None
 
 
 def core_key() -> str:
@@ -213,7 +217,7 @@ class Augmenter:
                     warnings.warn(f"no {kind} copy of {e.path}: {err}", stacklevel=2)
                     continue
                 if len(feats) >= MIN_FRAMES:
-                    out.append(Example(feats, e.label, e.group, e.path))
+                    out.append(Example(feats, e.label, e.group, e.path, e.soft, e.target_embedding))
         return out
 
 

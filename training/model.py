@@ -240,7 +240,8 @@ class BiLstmAttention(nn.Module):
             x = x * _mask(lengths, x.shape[0], x.dtype)[..., None]
         return deltas(x, lengths, c.deltas) if c.deltas else x
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor, return_context: bool = False):
+        """(logits, attention), and the pooled attention vector [batch, 2*hidden2] with `return_context`."""
         x = features.transpose(0, 1)  # sequence-major [T, B, D]
         T = x.shape[0]
         mask = _mask(lengths, T, x.dtype)[..., None]
@@ -262,4 +263,6 @@ class BiLstmAttention(nn.Module):
         if k > 1:  # spread each step's weight over its frames: attention stays per frame
             alpha = alpha.repeat_interleave(k, dim=0)[:T] * mask[..., 0]
             alpha = alpha / alpha.sum(0, keepdim=True).clamp(min=1e-12)
+        if return_context:
+            return logits, alpha.transpose(0, 1), context
         return logits, alpha.transpose(0, 1)

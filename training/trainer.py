@@ -43,6 +43,11 @@ class TrainConfig:
     monitor: str = "loss"        # early stopping on validation "loss" or "uar"
     crop_frames: int = 0         # > 0: each epoch, clips longer than this are cut at a random start
     spec_augment: tuple[int, int, int, int] = (0, 0, 0, 0)  # freq masks, max width, time masks, max width
+    # Distillation from a teacher's targets on the training examples (Example.soft / target_embedding):
+    distill: float = 0.0         # weight of KL(teacher || student) at `temperature` (times T^2); CE gets 1 - distill
+    temperature: float = 2.0
+    embed_distill: float = 0.0   # weight of 1 - cos(projection(context), teacher embedding); the projection is
+                                 # a linear layer used in training only (never exported)
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
@@ -56,6 +61,8 @@ class TrainConfig:
         object.__setattr__(self, "spec_augment", tuple(int(v) for v in self.spec_augment))
         if len(self.spec_augment) != 4 or min(self.spec_augment) < 0:
             raise ValueError(f"spec_augment must be four counts/widths >= 0, got {self.spec_augment}")
+        if not 0.0 <= self.distill <= 1.0 or self.embed_distill < 0 or self.temperature <= 0:
+            raise ValueError("distill must be in [0, 1], embed_distill >= 0 and temperature > 0")
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
         if self.patience < 1:
@@ -124,6 +131,22 @@ def _batches(examples: Sequence[Example], order: np.ndarray, batch_size: int, de
             x[j, : len(f)] = f
         y = torch.tensor([e.label for e in items], dtype=torch.int64)
         yield torch.from_numpy(x).to(device), lengths.to(device), y.to(device)
+
+
+def _teacher_batch(items: Sequence[Example], field_name: str, device: torch.device
+                   ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """(targets [B, K], mask [B]) of one teacher field over a batch; None when no item has it."""
+    values = [getattr(e, field_name) for e in items]
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    dim = len(present[0])
+    out = np.zeros((len(items), dim), np.float32)
+    mask = np.zeros(len(items), np.float32)
+    for j, v in enumerate(values):
+        if v is not None:
+            out[j], mask[j] = v, 1.0
+    return torch.from_numpy(out).to(device), torch.from_numpy(mask).to(device)
 
 
 def standardisation(examples: Sequence[Example], model: BiLstmAttention) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,10 +224,19 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
     if any(config.spec_augment):
         generator = torch.Generator().manual_seed(config.seed)
         model.spec_augment = SpecAugment(*config.spec_augment, generator=generator)
+    projection = None
+    if config.embed_distill > 0:
+        dims = {len(e.target_embedding) for e in train if e.target_embedding is not None}
+        if len(dims) != 1:
+            raise ValueError("embed_distill needs training examples with teacher embeddings of one size")
+        projection = nn.Linear(2 * model_config.hidden2, dims.pop()).to(device)
+    if config.distill > 0 and not any(e.soft is not None for e in train):
+        raise ValueError("distill needs training examples with teacher targets (Example.soft)")
+    params = list(model.parameters()) + (list(projection.parameters()) if projection is not None else [])
     if config.weight_decay > 0:
-        optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
-        optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+        optimiser = torch.optim.Adam(params, lr=config.lr)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.max_epochs)
                  if config.schedule == "cosine" else None)
 
@@ -227,11 +259,12 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
             total, n = 0.0, 0
             with _progress(progress) as bar:
                 task = bar.add_task(f"epoch {epoch} of {config.max_epochs}", total=len(batches)) if bar else None
-                for x, lengths, y in _batches(train, order, config.batch_size, device, batches,
-                                              config.crop_frames, rng):
+                for b, (x, lengths, y) in enumerate(_batches(train, order, config.batch_size, device, batches,
+                                                             config.crop_frames, rng)):
                     optimiser.zero_grad()
-                    logits, _ = model(x, lengths)
-                    loss = loss_fn(logits, y)
+                    logits, _, context = model(x, lengths, return_context=True)
+                    items = [train[i] for i in batches[b]]
+                    loss = _loss(logits, context, y, items, loss_fn, config, projection, device)
                     loss.backward()
                     optimiser.step()
                     total += float(loss.detach()) * len(y)
@@ -269,6 +302,27 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _loss(logits, context, y, items, loss_fn, config: TrainConfig, projection, device) -> torch.Tensor:
+    """Cross-entropy with the labels, mixed with the teacher's targets where the config asks."""
+    loss = loss_fn(logits, y)
+    if config.distill > 0:
+        soft = _teacher_batch(items, "soft", device)
+        if soft is not None:
+            target, mask = soft
+            t = config.temperature
+            log_p = torch.log_softmax(logits / t, dim=-1)
+            kl = (target * (torch.log(target.clamp(min=1e-8)) - log_p)).sum(-1)
+            kd = (kl * mask).sum() / mask.sum().clamp(min=1) * t * t
+            loss = (1 - config.distill) * loss + config.distill * kd
+    if projection is not None:
+        emb = _teacher_batch(items, "target_embedding", device)
+        if emb is not None:
+            target, mask = emb
+            cos = nn.functional.cosine_similarity(projection(context), target, dim=-1)
+            loss = loss + config.embed_distill * ((1 - cos) * mask).sum() / mask.sum().clamp(min=1)
+    return loss
 
 
 def predict(model: BiLstmAttention, examples: Sequence[Example], batch_size: int = 64) -> np.ndarray:

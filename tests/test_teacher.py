@@ -1,0 +1,67 @@
+"""The training-time teacher: cross-fitted soft targets, attaching them, the missing-model message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn", reason="scikit-learn (anchors extra) is not installed")
+pytest.importorskip("torch", reason="the train extra (torch) is not installed")
+
+from ser_edge.training.data import Example  # noqa: E402
+from ser_edge.training.teacher import TeacherError, attach, soft_targets, teacher_folder  # noqa: E402
+
+
+def _data(n_speakers=8, per=6, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.tile(np.arange(3), n_speakers * per // 3)[: n_speakers * per]
+    x = rng.standard_normal((len(labels), 10)) + 3.0 * np.eye(10)[labels]
+    groups = [f"s{i // per}" for i in range(len(labels))]
+    return x, labels, groups
+
+
+def test_soft_targets_are_probabilities_that_follow_the_classes():
+    x, y, groups = _data()
+    p = soft_targets(x, y, groups, 3, temperature=1.0)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    assert (p.argmax(1) == y).mean() > 0.8
+
+
+def test_a_clips_target_comes_from_heads_that_never_saw_its_speaker():
+    x, y, groups = _data()
+    p = soft_targets(x, y, groups, 3, temperature=1.0)
+    # Relabel every clip of one speaker: that speaker's own targets must not move, since
+    # no head that labels them was fitted on them; other speakers' targets do move.
+    y2 = y.copy()
+    own = np.array([g == "s0" for g in groups])
+    y2[own] = (y2[own] + 1) % 3
+    p2 = soft_targets(x, y2, groups, 3, temperature=1.0)
+    np.testing.assert_allclose(p2[own], p[own], atol=1e-6)
+    assert np.abs(p2[~own] - p[~own]).max() > 1e-3
+
+
+def test_a_higher_temperature_softens_the_targets():
+    x, y, groups = _data()
+    sharp, soft = soft_targets(x, y, groups, 3, 1.0), soft_targets(x, y, groups, 3, 4.0)
+    assert soft.max(1).mean() < sharp.max(1).mean()
+
+
+def test_attach_gives_targets_to_examples_with_a_teacher_vector_only():
+    x, y, groups = _data()
+    examples = [Example(np.zeros((5, 2), np.float32), int(label), g, Path(f"{i}.wav"))
+                for i, (label, g) in enumerate(zip(y, groups))]
+    vectors = {str(e.path): x[i] for i, e in enumerate(examples) if i != 3}
+    out = attach(examples, vectors, 3, 2.0)
+    assert out[3].soft is None and out[3].target_embedding is None
+    assert all(e.soft is not None and e.target_embedding is not None for i, e in enumerate(out) if i != 3)
+    z = np.stack([e.target_embedding for i, e in enumerate(out) if i != 3])
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)  # standardised over the examples given
+    only_emb = attach(examples, vectors, 3, 2.0, soft=False)
+    assert only_emb[0].soft is None and only_emb[0].target_embedding is not None
+
+
+def test_a_missing_teacher_folder_names_the_script_that_gets_it(tmp_path):
+    with pytest.raises(TeacherError, match="get-whisper-base"):
+        teacher_folder(tmp_path / "nothing")

@@ -126,12 +126,12 @@ class RayPool:
 
     def __exit__(self, *exc: object) -> None:
         ray = require_ray()
-        for a in self._actors:
-            ray.kill(a)
-        self._actors = []
         if self._owned:
-            ray.shutdown()
-            self._owned = False
+            ray.shutdown()  # ends the actors too, without a report per batch left unfinished
+        else:
+            for a in self._actors:
+                ray.kill(a)
+        self._actors, self._refs, self._owned = [], [], False
 
     @property
     def size(self) -> int:
@@ -146,13 +146,17 @@ class RayPool:
         size = BATCH_FILES if total is None else max(1, min(BATCH_FILES, total // window))
         batches = batched((str(f) for f in files), size)
         pending: deque = deque()
-        while True:
-            for batch in itertools.islice(batches, window - len(pending)):
-                pending.append((batch, self._submit(batch, windows)))
-            if not pending:
-                return
-            batch, ref = pending.popleft()
-            yield from self._collect(batch, ref, windows)
+        try:
+            while True:
+                for batch in itertools.islice(batches, window - len(pending)):
+                    pending.append((batch, self._submit(batch, windows)))
+                if not pending:
+                    return
+                batch, ref = pending.popleft()
+                yield from self._collect(batch, ref, windows)
+        finally:
+            for _, ref in pending:  # stopped early (Ctrl-C): the queued batches are not wanted
+                require_ray().cancel(ref)
 
     def _submit(self, batch: list[str], windows: bool) -> Any:
         """Sends the batch to the actor with the fewest unfinished batches."""

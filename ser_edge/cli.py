@@ -147,8 +147,8 @@ def score(
     ray_address: Optional[str] = typer.Option(
         None, envvar="RAY_ADDRESS", help="With --engine ray: the cluster to join (auto or host:port). "
                                          "Default: start a local Ray cluster for the run."),
-    jobs: int = typer.Option(0, help="Parallel processes (0: all cores); with --engine ray, actors "
-                                     "(0: one per CPU of the cluster)."),
+    jobs: int = typer.Option(0, help="Parallel processes (0: all cores); with --engine ray, actors of one CPU "
+                                     "each (0: one per CPU of the cluster, and never more)."),
     resume: bool = typer.Option(False, help="Skip files that already have a row in --output and append the rest."),
     model: Optional[Path] = typer.Option(None, help="An exported ser-edge model (default: the bundled one)."),
     provider: str = typer.Option("cpu", help="cpu, cuda or auto."),

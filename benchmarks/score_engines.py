@@ -102,8 +102,8 @@ def main() -> int:
         same = all(filecmp.cmp(tmp / "local1.csv", tmp / f"{e}{j}.csv", shallow=False) for e, j in CONFIGS)
         rate = {c: (len(files) - 1) / (b[1] - b[0]) for c, b in best.items()}
 
-        print(f"{len(files)} files ({len(set(files))} clips of the shared corpora), {os.cpu_count()} cores, best of {args.rounds}; "
-              f"rows of all four runs equal: {same}\n")
+        print(f"{len(files)} files ({len(set(files))} clips of the shared corpora), {os.cpu_count()} cores, "
+              f"best of {args.rounds}; rows of all four runs equal: {same}\n")
         print("| engine | --jobs | start-up s (1 file) | wall s (all files) | files/s without start-up |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for (engine, jobs), (startup, total) in best.items():
@@ -120,7 +120,7 @@ def main() -> int:
                 f.write(f"{clip}\n")
         small.write_text(f"{clip}\n" * 1000)
         print(f"\nDriver memory: manifests of one {clip.name} repeated, interrupted after {args.seconds:g} s\n")
-        print("| engine | --jobs | manifest lines | peak RSS of the driver MiB | rows written before the interruption |")
+        print("| engine | --jobs | manifest lines | peak RSS of the driver MiB | rows written before Ctrl-C |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for engine in ("local", "ray"):
             for manifest, lines in ((small, 1000), (big, args.manifest_lines)):

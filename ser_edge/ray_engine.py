@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import socket
 from collections import deque
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -21,8 +22,8 @@ from ser_edge.scoring import batched, default_jobs, init_worker, score_one
 
 __all__ = ["RayEngineError", "RayPool", "Scorer", "require_ray"]
 
-#: Files per Ray task at most: Ray's cost per task (about a millisecond) vanishes against
-#: scoring (tens of milliseconds a file), and a batch lost with its worker is cheap to redo.
+#: Files per Ray task at most: Ray's cost per task (about a millisecond) is small against
+#: scoring (2-50 ms a file here), and a batch lost with its worker is cheap to redo.
 BATCH_FILES = 16
 #: Batches submitted per actor and not yet written: one running, the others queued so that no
 #: actor waits for the driver. Bounds the driver's memory whatever the number of files.
@@ -57,6 +58,7 @@ class Scorer:
         self._crash_marker = crash_marker
 
     def ready(self) -> bool:
+        """Answers once the model is loaded."""
         return True
 
     def score(self, paths: list[str], windows: bool) -> list[list[dict]]:
@@ -97,9 +99,12 @@ class RayPool:
     def __enter__(self) -> RayPool:
         ray = require_ray()
         if not ray.is_initialized():
+            if self.address:
+                _check_reachable(self.address)
             try:
-                ray.init(address=self.address or "local", num_cpus=None if self.address else self.jobs or default_jobs(),
-                         include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+                local_cpus = None if self.address else self.jobs or default_jobs()  # a joined cluster has its own
+                ray.init(address=self.address or "local", num_cpus=local_cpus, include_dashboard=False,
+                         log_to_driver=False, logging_level="ERROR")
             except Exception as err:  # Ray raises ConnectionError, RuntimeError or ValueError here
                 where = f"join the Ray cluster at {self.address}" if self.address else "start a local Ray cluster"
                 raise RayEngineError(f"cannot {where}: {err}") from err
@@ -183,6 +188,18 @@ class RayPool:
                 refs = [self._submit([p], windows) for p in batch]
                 results = [rows for p, r in zip(batch, refs) for rows in self._collect([p], r, windows)]
         yield from results
+
+
+def _check_reachable(address: str) -> None:
+    """Fails at once when nothing listens at a host:port address (Ray itself retries for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # "auto" and client addresses: Ray resolves them, and fails fast
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as err:
+        raise RayEngineError(f"cannot join the Ray cluster at {address} ({err.strerror or err}); is its head node "
+                             "running (ray start --head), and is this its address?") from err
 
 
 def _reason(err: BaseException) -> str:

@@ -168,8 +168,9 @@ def test_a_manifest_lists_files_in_its_order_relative_to_its_folder(folder, tmp_
     out = tmp_path / "r.csv"
     result = runner.invoke(app, ["score", "--manifest", str(listed), "-o", str(out), "--jobs", "1"])
     assert result.exit_code == 1, result.output  # corrupt.wav failed
+    here = listed.parent
     assert [r["path"] for r in _csv(out.read_text())] == [
-        str(folder / "short.wav"), str(listed.parent / "../clips/demo.wav"), str(listed.parent / "../clips/corrupt.wav")]
+        str(folder / "short.wav"), str(here / "../clips/demo.wav"), str(here / "../clips/corrupt.wav")]
     table = tmp_path / "lists" / "files.csv"
     table.write_text(f"speaker,path\nA,{folder / 'short.wav'}\nB,../clips/demo.wav\nC,../clips/corrupt.wav\n")
     again = tmp_path / "again.csv"

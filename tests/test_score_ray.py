@@ -156,3 +156,10 @@ def test_without_an_address_the_command_starts_its_own_cluster_and_never_imports
     local = runner.invoke(app, ["score", str(DEMO), "--jobs", "1", "-o", str(tmp_path / "local.csv")])
     assert local.exit_code == 0
     assert done.stdout == (tmp_path / "local.csv").read_text()  # only the rows: Ray's messages go to stderr
+
+
+def test_an_address_where_no_cluster_runs_is_a_message_not_a_wait():
+    done = subprocess.run([sys.executable, "-m", "ser_edge", "score", str(DEMO), "--engine", "ray",
+                           "--ray-address", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "cannot join the Ray cluster at 127.0.0.1:1" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -129,89 +129,152 @@ def _model_errors():
         raise typer.Exit(code=2) from err
 
 
+ENGINES = ("local", "ray")
+
+
 @app.command()
 def score(
-    paths: List[Path] = typer.Argument(..., help="Audio files and/or folders of audio files."),
+    paths: Optional[List[Path]] = typer.Argument(None, help="Audio files and/or folders of audio files."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Write rows here: .csv (default format) or .jsonl. Default: CSV to stdout."),
+    manifest: Optional[Path] = typer.Option(
+        None, help="Also score the files this list names, in its order: a text file with one path per line "
+                   "(blank lines and # comments skipped) or a .csv file with a 'path' column. Relative paths are "
+                   "relative to the manifest's folder. Read line by line, so it may list millions of files."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Also look in sub-folders."),
     windows: bool = typer.Option(False, help="Add a row per analysis window (times in seconds)."),
-    jobs: int = typer.Option(0, help="Parallel processes (0: all cores)."),
+    engine: str = typer.Option("local", help="local: processes on this machine; ray: actors on a Ray cluster "
+                                             "(pip install 'ser-edge[ray]')."),
+    ray_address: Optional[str] = typer.Option(
+        None, envvar="RAY_ADDRESS", help="With --engine ray: the cluster to join (auto or host:port). "
+                                         "Default: start a local Ray cluster for the run."),
+    jobs: int = typer.Option(0, help="Parallel processes (0: all cores); with --engine ray, actors of one CPU "
+                                     "each (0: one per CPU of the cluster, and never more)."),
     resume: bool = typer.Option(False, help="Skip files that already have a row in --output and append the rest."),
     model: Optional[Path] = typer.Option(None, help="An exported ser-edge model (default: the bundled one)."),
     provider: str = typer.Option("cpu", help="cpu, cuda or auto."),
 ) -> None:
     """Label the emotion of every file: one row per file (label, per-class probabilities, duration).
 
-    A file that cannot be read (corrupt, empty, unsupported) gets an error row with the
-    reason and the run goes on; a file without speech gets status no_speech (too_short when
-    it is under 0.25 s). Exit code: 0 when every file was read, 1 when any failed, 2 for bad
-    input (no audio files found, an unusable model or output), 130 when interrupted (rerun
-    with --resume to continue).
+    Rows come in a fixed order: the files given (folders sorted), then the manifest's. A file
+    that cannot be read (corrupt, empty, unsupported) gets an error row with the reason and
+    the run goes on; a file without speech gets status no_speech (too_short when it is under
+    0.25 s). Both engines write the same rows. Exit code: 0 when every file was read, 1 when
+    any failed, 2 for bad input (no audio files found, an unusable model, manifest or output,
+    Ray missing or unreachable), 130 when interrupted (rerun with --resume to continue).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ser_edge.model import OnnxModel
-    from ser_edge.scoring import (RowWriter, audio_below, collect_files, default_jobs, done_paths, drop_torn_line,
-                                  score_files)
+    from ser_edge.scoring import (ManifestError, RowWriter, audio_below, collect_files, default_jobs, done_paths,
+                                  drop_torn_line, read_manifest, score_files)
 
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}, not {engine!r}", param_hint="--engine")
+    if not paths and manifest is None:
+        raise typer.BadParameter("give audio files or folders, or --manifest FILE", param_hint="PATHS")
     if resume and output is None:
         raise typer.BadParameter("--resume needs --output", param_hint="--resume")
+    paths = paths or []
+    engine_errors: tuple = ()
+    if engine == "ray":
+        from ser_edge.ray_engine import RayEngineError, RayPool, require_ray
+
+        engine_errors = (RayEngineError,)
+        with _ray_errors(engine_errors):
+            require_ray()
     with _model_errors():
         labels = OnnxModel(model, provider=provider).labels  # checks the model before any work
     files = collect_files(paths, recursive)
-    if not files:
+
+    def listed():
+        yield from files
+        if manifest is not None:
+            yield from read_manifest(manifest)
+
+    if resume and output:
+        drop_torn_line(output)
+    skip = done_paths(output) if resume and output else set()
+    try:
+        n_listed = n_todo = 0
+        for f in listed():  # counted first, so that the progress bar knows the total
+            n_listed += 1
+            n_todo += str(f) not in skip
+    except ManifestError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    if not n_listed:
         hint = ""
         below = sum(audio_below(p) for p in paths if p.is_dir()) if not recursive else 0
         if below:
             hint = f"; its sub-folders hold {below} audio file(s): add -r (--recursive) to score them"
-        typer.echo(f"error: no audio files found in {', '.join(map(str, paths))}{hint}", err=True)
+        sources = [*map(str, paths), *([f"the manifest {manifest}"] if manifest else [])]
+        typer.echo(f"error: no audio files found in {', '.join(sources)}{hint}", err=True)
         raise typer.Exit(code=2)
-    if resume and output:
-        drop_torn_line(output)
-    skip = done_paths(output) if resume and output else set()
-    todo = [f for f in files if str(f) not in skip]
+    todo = (f for f in listed() if str(f) not in skip)
     jsonl = output is not None and output.suffix.lower() == ".jsonl"
     append = resume and output is not None and output.exists() and output.stat().st_size > 0
-    try:
-        if output:
-            output.parent.mkdir(parents=True, exist_ok=True)
-        stream = output.open("a" if append else "w", encoding="utf-8", newline="") if output else sys.stdout
-    except OSError as err:
-        typer.echo(f"error: cannot write {output} ({err.strerror or err}); choose another --output", err=True)
-        raise typer.Exit(code=2) from err
-    writer = RowWriter(stream, jsonl, labels, header=not append)
+    stdout = sys.stdout
     counts = {"ok": 0, "error": 0, "no_speech": 0, "too_short": 0}
-    progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                        TimeElapsedColumn(), console=err_console, transient=output is None)
-    start = time.perf_counter()
     interrupted = False
-    try:
-        with progress:
-            task = progress.add_task("scoring", total=len(todo), rate="")
-            for n, rows in enumerate(score_files(todo, jobs or default_jobs(), str(model) if model else None,
-                                                 provider, windows), 1):
-                writer.write(rows)
-                counts[rows[0]["status"]] = counts.get(rows[0]["status"], 0) + 1
-                progress.update(task, advance=1, rate=f"{n / (time.perf_counter() - start):.1f} files/s")
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if output:
-            stream.close()
+    with contextlib.ExitStack() as stack:
+        try:
+            if engine == "ray":
+                # Ray prints its workers' failures to sys.stdout, which may be carrying the rows.
+                stack.enter_context(contextlib.redirect_stdout(sys.stderr))
+                with _ray_errors(engine_errors):
+                    pool = stack.enter_context(RayPool(jobs, str(model) if model else None, provider, ray_address))
+                results = pool.score(todo, windows, n_todo)
+            else:
+                results = score_files(todo, jobs or default_jobs(), str(model) if model else None, provider, windows)
+            stack.callback(results.close)
+            try:
+                if output:
+                    output.parent.mkdir(parents=True, exist_ok=True)
+                stream = stack.enter_context(output.open("a" if append else "w", encoding="utf-8", newline="")) \
+                    if output else stdout
+            except OSError as err:
+                typer.echo(f"error: cannot write {output} ({err.strerror or err}); choose another --output", err=True)
+                raise typer.Exit(code=2) from err
+            writer = RowWriter(stream, jsonl, labels, header=not append)
+            progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=err_console,
+                                transient=output is None)
+            with progress:
+                task = progress.add_task("scoring", total=n_todo, rate="")
+                start = time.perf_counter()
+                for n, rows in enumerate(results, 1):
+                    writer.write(rows)
+                    counts[rows[0]["status"]] = counts.get(rows[0]["status"], 0) + 1
+                    progress.update(task, advance=1, rate=f"{n / (time.perf_counter() - start):.1f} files/s")
+        except KeyboardInterrupt:
+            interrupted = True
+        except engine_errors as err:  # a worker lost its model mid-run
+            typer.echo(f"error: {err}" + ("; then rerun with --resume to continue" if output else ""), err=True)
+            raise typer.Exit(code=2) from err
     done = sum(counts.values())
-    summary = (f"{done} of {len(todo)} file(s) done: {counts['ok']} labelled, {counts['no_speech']} without speech, "
+    summary = (f"{done} of {n_todo} file(s) done: {counts['ok']} labelled, {counts['no_speech']} without speech, "
                f"{counts['too_short']} too short, {counts['error']} failed")
     if skip:
-        summary += f"; {len(files) - len(todo)} already in {output}"
+        summary += f"; {n_listed - n_todo} already in {output}"
     err_console.print(summary)
     if interrupted:
-        hint = (f"rerun the same command with --resume to score the other {len(todo) - done}" if output
+        hint = (f"rerun the same command with --resume to score the other {n_todo - done}" if output
                 else "use -o FILE next time, then --resume can continue an interrupted run")
         err_console.print(f"interrupted: {hint}")
         raise typer.Exit(code=130)
     if counts["error"]:
         raise typer.Exit(code=1)
+
+
+@contextlib.contextmanager
+def _ray_errors(errors: tuple):
+    """Ray missing, unreachable, or unable to load the model ends the command with its message."""
+    try:
+        yield
+    except errors as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
 
 
 PORTAUDIO_HELP = ("the PortAudio library is missing, which the microphone needs; on Debian/Ubuntu: "

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence, TypeVar
 
 import soundfile as sf
 
-__all__ = ["AUDIO_SUFFIXES", "RowWriter", "collect_files", "done_paths", "drop_torn_line", "score_files", "score_one"]
+__all__ = ["AUDIO_SUFFIXES", "ManifestError", "RowWriter", "collect_files", "done_paths", "drop_torn_line",
+           "read_manifest", "score_files", "score_one"]
+
+T = TypeVar("T")
 
 #: File name endings that the scorer picks up in folders (what libsndfile reads).
 AUDIO_SUFFIXES = tuple(sorted({f".{k.lower()}" for k in sf.available_formats()} | {".oga", ".opus", ".aif"}))
@@ -33,6 +37,47 @@ def collect_files(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
         else:
             out.append(p)  # a missing or odd file still gets its error row
     return list(dict.fromkeys(out))
+
+
+class ManifestError(Exception):
+    """A manifest that cannot be used: missing, unreadable, or a CSV file without a `path` column."""
+
+
+def read_manifest(manifest: Path) -> Iterator[Path]:
+    """The files a manifest lists, in its order and as is (duplicates too), read line by line,
+    so that a list of millions of files is never held in memory.
+
+    A `.csv` manifest has a header with a `path` column; any other is a text file with one
+    path per line (blank lines and lines starting with # are skipped). Relative paths are
+    relative to the manifest's folder. Raises ManifestError at once, before any path is read.
+    """
+    try:
+        stream = manifest.open(encoding="utf-8", newline="")
+    except OSError as err:
+        raise ManifestError(f"cannot read the manifest {manifest} ({err.strerror or err})") from err
+    if manifest.suffix.lower() != ".csv":
+        return _manifest_paths(stream, stream, manifest.parent)
+    reader = csv.DictReader(stream)
+    if "path" not in (reader.fieldnames or []):
+        stream.close()
+        raise ManifestError(f"the CSV manifest {manifest} has no 'path' column (its header: "
+                            f"{', '.join(reader.fieldnames or []) or 'none'}); name the column of file paths 'path'")
+    return _manifest_paths(stream, (row["path"] or "" for row in reader), manifest.parent)
+
+
+def _manifest_paths(stream: io.TextIOBase, entries: Iterable[str], base: Path) -> Iterator[Path]:
+    with stream:
+        for entry in entries:
+            entry = entry.strip()
+            if entry and not entry.startswith("#"):
+                yield base / entry
+
+
+def batched(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    """Lists of `n` consecutive items (the last one shorter), taken lazily."""
+    it = iter(items)
+    while batch := list(itertools.islice(it, n)):
+        yield batch
 
 
 def mp_child() -> bool:
@@ -106,17 +151,17 @@ def done_paths(output: Path) -> set[str]:
     """Files that already have a row in an earlier (maybe interrupted) output."""
     if not output.is_file():
         return set()
-    text = output.read_text(encoding="utf-8")
-    if output.suffix.lower() == ".jsonl":
-        rows = []
-        for line in text.splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a half-written last line from an interruption
-    else:
-        rows = list(csv.DictReader(io.StringIO(text)))
-    return {r["path"] for r in rows if r.get("kind") == "file" and r.get("path")}
+    with output.open(encoding="utf-8", newline="") as stream:
+        rows = _json_rows(stream) if output.suffix.lower() == ".jsonl" else csv.DictReader(stream)
+        return {r["path"] for r in rows if r.get("kind") == "file" and r.get("path")}
+
+
+def _json_rows(lines: Iterable[str]) -> Iterator[dict]:
+    for line in lines:
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            return  # a half-written last line from an interruption
 
 
 class RowWriter:
@@ -139,9 +184,14 @@ class RowWriter:
         self._stream.flush()
 
 
-def score_files(files: Sequence[Path], jobs: int, model: Optional[str], provider: str,
+#: Files handed to the process pool at a time: keeps the pool's queue (and memory) bounded when
+#: `files` is a long lazy list, at the cost of a short wait for the slowest file of each chunk.
+POOL_CHUNK_PER_JOB = 64
+
+
+def score_files(files: Iterable[Path], jobs: int, model: Optional[str], provider: str,
                 windows: bool) -> Iterator[list[dict]]:
-    """Rows per file, in the order of `files`, computed by `jobs` processes."""
+    """Rows per file, in the order of `files` (read lazily), computed by `jobs` processes."""
     if jobs <= 1:
         init_worker(model, provider)
         for f in files:
@@ -151,7 +201,8 @@ def score_files(files: Sequence[Path], jobs: int, model: Optional[str], provider
     from functools import partial
 
     with mp.get_context("spawn").Pool(jobs, initializer=init_worker, initargs=(model, provider)) as pool:
-        yield from pool.imap(partial(score_one, windows=windows), files, chunksize=1)
+        for chunk in batched(files, POOL_CHUNK_PER_JOB * jobs):
+            yield from pool.imap(partial(score_one, windows=windows), chunk, chunksize=1)
 
 
 def default_jobs() -> int:

@@ -159,3 +159,57 @@ def test_ctrl_c_in_a_parallel_run_stops_cleanly_and_says_how_to_resume(tmp_path)
                               "--jobs", "2"], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(r["path"] for r in _csv(out.read_text())) == sorted(str(p) for p in d.glob("*.wav"))
+
+
+def test_a_manifest_lists_files_in_its_order_relative_to_its_folder(folder, tmp_path):
+    listed = tmp_path / "lists" / "files.txt"
+    listed.parent.mkdir()
+    listed.write_text(f"# clips to score\n{folder / 'short.wav'}\n\n../clips/demo.wav\n  ../clips/corrupt.wav  \n")
+    out = tmp_path / "r.csv"
+    result = runner.invoke(app, ["score", "--manifest", str(listed), "-o", str(out), "--jobs", "1"])
+    assert result.exit_code == 1, result.output  # corrupt.wav failed
+    here = listed.parent
+    assert [r["path"] for r in _csv(out.read_text())] == [
+        str(folder / "short.wav"), str(here / "../clips/demo.wav"), str(here / "../clips/corrupt.wav")]
+    table = tmp_path / "lists" / "files.csv"
+    table.write_text(f"speaker,path\nA,{folder / 'short.wav'}\nB,../clips/demo.wav\nC,../clips/corrupt.wav\n")
+    again = tmp_path / "again.csv"
+    runner.invoke(app, ["score", "--manifest", str(table), "-o", str(again), "--jobs", "2"])
+    assert again.read_text() == out.read_text()
+
+
+def test_files_given_come_before_the_manifests_files(folder, tmp_path):
+    listed = tmp_path / "files.txt"
+    listed.write_text(str(folder / "demo.wav") + "\n")
+    out = tmp_path / "r.jsonl"
+    result = runner.invoke(app, ["score", str(folder / "short.wav"), "--manifest", str(listed), "-o", str(out),
+                                 "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["path"] for r in rows] == [str(folder / "short.wav"), str(folder / "demo.wav")]
+
+
+def test_a_bad_manifest_is_a_message_and_exit_code_2(tmp_path):
+    result = runner.invoke(app, ["score", "--manifest", str(tmp_path / "missing.txt")])
+    assert result.exit_code == 2 and "cannot read the manifest" in result.output
+    table = tmp_path / "files.csv"
+    table.write_text("file,label\na.wav,angry\n")
+    result = runner.invoke(app, ["score", "--manifest", str(table)])
+    assert result.exit_code == 2 and "no 'path' column" in result.output and "file, label" in result.output
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing yet\n")
+    result = runner.invoke(app, ["score", "--manifest", str(empty)])
+    assert result.exit_code == 2 and "no audio files found in the manifest" in result.output
+    result = runner.invoke(app, ["score"])
+    assert result.exit_code == 2 and "--manifest" in result.output
+
+
+def test_the_ray_engine_without_ray_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
+    result = runner.invoke(app, ["score", str(DEMO), "--engine", "ray"])
+    assert result.exit_code == 2 and 'pip install "ser-edge[ray]"' in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["score", str(DEMO), "--engine", "spark"])
+    assert result.exit_code == 2 and "local, ray" in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -672,22 +673,40 @@ def train(
                         f"{len(skipped)} skipped")
         if chosen.train.distill > 0 or chosen.train.embed_distill > 0:
             examples = _teacher_targets(examples, chosen.train, teacher, seed)
+        results = []
         with _stop_on_sigterm():
-            try:
-                result = fit(examples, chosen.model_config(len(labels)), chosen.train, log=Console().print,
-                             progress=True, augment=chosen.augmenter(cache))
-            except KeyboardInterrupt:
-                typer.echo("interrupted before the first epoch ended: nothing to save", err=True)
-                raise typer.Exit(code=130) from None
+            for k in range(chosen.ensemble):
+                if chosen.ensemble > 1:
+                    Console().print(f"model {k + 1} of {chosen.ensemble} (seed {seed + k})")
+                try:
+                    result = fit(examples, chosen.model_config(len(labels)),
+                                 dataclasses.replace(chosen.train, seed=seed + k), log=Console().print,
+                                 progress=True, augment=chosen.augmenter(cache))
+                except KeyboardInterrupt:
+                    if not results:
+                        typer.echo("interrupted before the first epoch ended: nothing to save", err=True)
+                        raise typer.Exit(code=130) from None
+                    results[-1].interrupted = True
+                    break
+                results.append(result)
+                if result.interrupted:
+                    break
+    from ser_edge.training.export import checkpoint_states
+    from ser_edge.training.model import Ensemble
+
+    model = results[0].model if len(results) == 1 else Ensemble([r.model for r in results])
+    best = [r.best_epoch for r in results]
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": result.model.state_dict(), "model_config": result.model.config.to_dict(),
-                "feature_config": chosen.features.to_json(), "labels": labels, "history": result.history,
-                "best_epoch": result.best_epoch, "corpora": [str(c) for c in corpora],
+    torch.save({**checkpoint_states(model), "model_config": model.config.to_dict(),
+                "feature_config": chosen.features.to_json(), "labels": labels,
+                "history": results[0].history if len(results) == 1 else [r.history for r in results],
+                "best_epoch": best[0] if len(best) == 1 else best, "corpora": [str(c) for c in corpora],
                 "recipe": {"name": recipe, **chosen.to_dict()}}, out)
-    Console().print(f"saved {out} (best epoch {result.best_epoch})")
-    if result.interrupted:
-        typer.echo(f"interrupted: {out} holds the best epoch so far ({result.best_epoch} of {len(result.history)} run)",
-                   err=True)
+    what = f"best epoch {best[0]}" if len(best) == 1 else f"{len(best)} models, best epochs {best}"
+    Console().print(f"saved {out} ({what})")
+    if results[-1].interrupted:
+        typer.echo(f"interrupted: {out} holds the best epoch so far of {len(results)} of {chosen.ensemble} model(s) "
+                   f"({what})", err=True)
         raise typer.Exit(code=130)
 
 

@@ -192,6 +192,20 @@ def test_fresh_fp32_and_int8_exports_get_a_new_head_too(tmp_path):
         _check_written_model(path, tmp_path / path.stem)
 
 
+def test_an_ensemble_gets_a_new_head_on_its_members_vectors(tmp_path):
+    torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
+    from ser_edge.features import FeatureConfig
+    from ser_edge.training.export import export_onnx, quantise_int8
+    from ser_edge.training.model import BiLstmAttention, Ensemble, ModelConfig
+
+    torch.manual_seed(0)
+    config = FeatureConfig()
+    members = [BiLstmAttention(ModelConfig(config.dim, 4, hidden1=16, hidden2=8, dense=8)) for _ in range(2)]
+    fp32 = export_onnx(Ensemble(members), config, ["a", "b", "c", "d"], tmp_path / "e.onnx")
+    int8 = quantise_int8(fp32, tmp_path / "e.int8.onnx")
+    _check_written_model(int8, tmp_path)
+
+
 # ----------------------------------------------------------------------------- the command
 
 

@@ -118,3 +118,21 @@ def test_evaluate_all_says_what_is_missing(corpora, tmp_path, monkeypatch):
                                  "--whisper", str(tmp_path / "no-model"), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2, result.output
     assert "get-whisper-base" in result.output and "Traceback" not in result.output
+
+
+def test_seeds_with_probabilities_also_count_as_one_ensemble():
+    seeds = {
+        0: {"test": ["a", "b", "c"], "true": [0, 1, 1], "pred": [0, 0, 1],
+            "probabilities": [[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]},
+        1: {"test": ["a", "b", "c"], "true": [0, 1, 1], "pred": [1, 1, 1],
+            "probabilities": [[0.4, 0.6], [0.1, 0.9], [0.45, 0.55]]},
+    }
+    ensemble = comparison._ensemble(seeds)
+    assert ensemble["pred"] == [0, 1, 1]  # the argmax of the mean, not a vote of the labels
+    np.testing.assert_allclose(ensemble["probabilities"], [[0.65, 0.35], [0.35, 0.65], [0.325, 0.675]])
+    assert comparison._ensemble({0: seeds[0]}) is None
+    del seeds[1]["probabilities"]
+    assert comparison._ensemble(seeds) is None
+    assert comparison._cost_key("ser-edge (default ×3)") == "ser-edge ×3"
+    assert comparison._cost_key("ser-edge (default)") == "ser-edge"
+    assert comparison._cost_key("whisper-logreg") == "whisper-logreg"

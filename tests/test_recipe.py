@@ -19,7 +19,7 @@ from ser_edge.training.model import (  # noqa: E402
     level_normalise,
     pool,
 )
-from ser_edge.training.recipes import RECIPES, get_recipe  # noqa: E402
+from ser_edge.training.recipes import RECIPES, describe, get_recipe  # noqa: E402
 from ser_edge.training.trainer import TrainConfig, train_model  # noqa: E402
 
 
@@ -384,3 +384,50 @@ def test_the_default_front_end_exports_to_onnx_and_matches_torch(tmp_path, norma
     assert (q[0].argmax(1) == logits.argmax(1)).mean() >= 0.9
     np.testing.assert_allclose(q[1], attention, atol=0.02)
     assert (q[1][np.arange(x.shape[1])[None, :] >= lengths.numpy()[:, None]] == 0).all()
+
+
+def test_an_ensemble_exports_the_mean_of_its_members_probabilities(tmp_path):
+    """fp32 ONNX of an ensemble = the mean of its members' torch probabilities; int8 stays
+    close; the graph's embedding output is the members' pooled vectors, so adapt can use it;
+    a checkpoint round trip keeps every member."""
+    from ser_edge.features import FeatureConfig
+    from ser_edge.model import OnnxModel
+    from ser_edge.training.export import checkpoint_states, export_onnx, load_checkpoint, quantise_int8
+    from ser_edge.training.model import BiLstmAttention, Ensemble, ModelConfig
+
+    config = FeatureConfig()
+    mc = ModelConfig(config.dim, 3, hidden1=12, hidden2=6, dense=6)
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(BiLstmAttention(mc).eval())
+    ensemble = Ensemble(members).eval()
+    x = torch.randn(2, 50, config.dim)
+    lengths = torch.tensor([50, 31])
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(m(x, lengths)[0], -1) for m in members]).mean(0).numpy()
+        context = torch.cat([m(x, lengths, return_context=True)[2] for m in members], -1).numpy()
+    fp32 = export_onnx(ensemble, config, ["a", "b", "c"], tmp_path / "e.onnx")
+    logits, _, emb = session(fp32).run(["logits", "attention", "embedding"],
+                                       {"features": x.numpy(), "lengths": lengths.numpy()})
+    np.testing.assert_allclose(np.exp(logits), expected, atol=1e-5)
+    np.testing.assert_allclose(emb, context, atol=1e-5)
+    p, _ = OnnxModel(fp32, threads=1).run(x.numpy(), lengths.numpy())
+    np.testing.assert_allclose(p, expected, atol=1e-5)
+    int8 = quantise_int8(fp32, tmp_path / "e.int8.onnx")
+    q, _ = OnnxModel(int8, threads=1).run(x.numpy(), lengths.numpy())
+    assert np.abs(q - expected).max() < 0.05
+    torch.save({**checkpoint_states(ensemble), "model_config": mc.to_dict()}, tmp_path / "e.pt")
+    loaded, _ = load_checkpoint(tmp_path / "e.pt")
+    assert isinstance(loaded, Ensemble) and len(loaded.members) == 3
+    with torch.no_grad():
+        np.testing.assert_allclose(torch.exp(loaded(x, lengths)[0]).numpy(), expected, atol=1e-6)
+
+
+def test_an_ensemble_recipe_trains_that_many_models_with_consecutive_seeds(tmp_path):
+    from ser_edge.training.recipes import get_recipe
+
+    recipe = get_recipe("default")
+    assert recipe.ensemble == 3 and "ensemble of 3" in describe(recipe)
+    with pytest.raises(ValueError, match="ensemble"):
+        recipe.derive(ensemble=0)

@@ -142,12 +142,19 @@ def test_train_and_evaluate_commands_run_end_to_end(tmp_path, monkeypatch):
     assert checkpoint["labels"] == ["angry", "calm"]
     assert FeatureConfig.from_json(checkpoint["feature_config"]) == get_recipe("default").features
     assert checkpoint["recipe"]["name"] == "default"
-    model = BiLstmAttention(ModelConfig(**checkpoint["model_config"]))
-    model.load_state_dict(checkpoint["state_dict"])
+    # The default recipe is an ensemble of 3 models: seeds 0, 1, 2, each with its own weights.
+    assert len(checkpoint["members"]) == 3 and len(checkpoint["best_epoch"]) == 3
+    for state in checkpoint["members"]:
+        BiLstmAttention(ModelConfig(**checkpoint["model_config"])).load_state_dict(state)
+    first = checkpoint["members"][0]["out.weight"]
+    assert not torch.equal(first, checkpoint["members"][1]["out.weight"])
 
     result = runner.invoke(app, ["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.onnx").exists() and (tmp_path / "m.int8.onnx").exists()
+    from ser_edge import Recognizer
+
+    assert Recognizer(tmp_path / "m.int8.onnx", threads=1).info["labels"] == ["angry", "calm"]
 
     result = runner.invoke(app, ["train", str(manifest), "--recipe", "seed", "--epochs", "1",
                                  "-o", str(tmp_path / "seed.pt")])

@@ -34,7 +34,7 @@ from ser_edge.training.corpora import SHARED_LABELS, to_shared
 from ser_edge.training.data import FeatureCache, load_examples
 from ser_edge.training.export import export_onnx, quantise_int8
 from ser_edge.training.metrics import report
-from ser_edge.training.protocols import fit, training_split
+from ser_edge.training.protocols import fit_ensemble, training_split
 from ser_edge.training.recipes import describe, get_recipe
 from ser_edge.training.splits import DEVELOPMENT_SPEAKERS, is_development
 from ser_edge.training.trainer import predict
@@ -92,8 +92,9 @@ def main() -> int:
     folds = _speaker_folds(clips, args.folds, lambda g: not is_development(g))
     for n, (train_idx, test_idx) in enumerate(folds, 1):
         print(f"fold {n}/{len(folds)}: {len(train_idx)} training clips, {len(test_idx)} test clips", flush=True)
-        result = fit([examples[i] for i in train_idx], model_config, recipe.train, log=None, augment=augment)
-        model = result.model.cpu()
+        model, _ = fit_ensemble([examples[i] for i in train_idx], model_config, recipe.train, recipe.ensemble,
+                                augment=augment)
+        model = model.cpu()
         test = [examples[i] for i in test_idx]
         fp32 = export_onnx(model, config, labels, args.work / f"fold{n}.onnx")
         int8 = quantise_int8(fp32, args.work / f"fold{n}.int8.onnx")
@@ -119,9 +120,11 @@ def main() -> int:
     agreement = float(np.mean([r["fp32"] == r["int8"] for r in rows]))
 
     print("training the shipped model on all clips", flush=True)
-    train_part, val_part = training_split(examples, recipe.train.seed)
-    result = fit(examples, model_config, recipe.train, log=print, augment=augment)
-    model = result.model.cpu()
+    splits = [training_split(examples, recipe.train.seed + k) for k in range(recipe.ensemble)]
+    train_part, val_part = splits[0]
+    model, results = fit_ensemble(examples, model_config, recipe.train, recipe.ensemble, log=print, augment=augment)
+    model = model.cpu()
+    best_epochs = [r.best_epoch for r in results]
     counts = {c: Counter(x.label for x in to_shared(corpora[c])) for c in sorted(corpora)}
     speakers = {c: len({x.speaker for x in to_shared(corpora[c])}) for c in sorted(corpora)}
     summary = {
@@ -133,7 +136,7 @@ def main() -> int:
         "uar_fp32": {c: round(s["fp32"]["uar"], 4) for c, s in scores.items()},
         "int8_fp32_agreement": round(agreement, 4),
         "trained_on": len(train_part), "validated_on": len(val_part),
-        "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+        "best_epoch": best_epochs, "epochs_run": [len(r.history) for r in results], "members": len(results),
         "recipe": {"name": args.recipe, **recipe.to_dict()},
     }
     fp32 = export_onnx(model, config, labels, args.work / "default.onnx", training=summary)
@@ -156,10 +159,14 @@ def main() -> int:
         f"({', '.join(f'{k} {v}' for k, v in sorted(counts[c].items()))}), {speakers[c]} speakers."
         for c in sorted(corpora))
     dev = "; ".join(f"{TITLES[c]} {', '.join(sorted(DEVELOPMENT_SPEAKERS[c]))}" for c in sorted(corpora))
+    members_text = "; ".join(
+        f"{'model ' + str(k + 1) + ' ' if len(results) > 1 else ''}(seed {args.seed + k}) trained on {len(tr)} clips "
+        f"and validated on {len(va)} (other speakers for each seed), best epoch {r.best_epoch} of {len(r.history)} run"
+        for k, ((tr, va), r) in enumerate(zip(splits, results)))
     card = f"""# ser-edge default model
 
 `default.int8.onnx` ({int8.stat().st_size / 1e6:.2f} MB; the fp32 export is {fp32.stat().st_size / 1e6:.2f} MB):
-a Bi-LSTM with attention trained with the `{args.recipe}` recipe (below) on {config.dim} values
+{"an ensemble of " + str(len(results)) + " Bi-LSTMs with attention (probabilities averaged in one graph)" if len(results) > 1 else "a Bi-LSTM with attention"} trained with the `{args.recipe}` recipe (below) on {config.dim} values
 per 25 ms frame every 10 ms at 16 kHz; classes {', '.join(labels)}. int8 by onnxruntime dynamic
 quantisation (DynamicQuantizeLSTM, MatMulInteger). Analysis windows of 2.0 s every 0.5 s over speech.
 
@@ -194,9 +201,8 @@ here count. Every protocol: results/comparison/COMPARISON.md.
 ## Recipe (`{args.recipe}`)
 {describe(recipe)} Early stopping uses a speaker-disjoint, class-mixed validation part of about a
 seventh of the training clips (whole speakers); the best epoch's weights are kept. The shipped
-model trained on {len(train_part)} clips and validated on {len(val_part)}; its best epoch was
-{result.best_epoch} of {len(result.history)} run. Batch {recipe.train.batch_size}; seed {args.seed}; trained on
-{result.device} ({platform.processor() or platform.machine()}), torch {torch.__version__}. Building took
+model: {members_text}. Batch {recipe.train.batch_size}; trained on
+{results[0].device} ({platform.processor() or platform.machine()}), torch {torch.__version__}. Building took
 {(time.time() - start) / 60:.0f} min.
 
 ## Reproduce

@@ -21,22 +21,35 @@ import torch
 
 from ser_edge.features import FeatureConfig
 from ser_edge.model import MODEL_FORMAT
-from ser_edge.training.model import BiLstmAttention, ModelConfig
+from ser_edge.training.model import BiLstmAttention, Ensemble, ModelConfig
 
-__all__ = ["MODEL_FORMAT", "export_onnx", "load_checkpoint", "quantise_int8"]
+__all__ = ["MODEL_FORMAT", "checkpoint_states", "export_onnx", "load_checkpoint", "quantise_int8"]
 
 OPSET = 17
 
 
-def load_checkpoint(path: str | Path) -> tuple[BiLstmAttention, dict]:
-    """The model (in eval mode) and the checkpoint dictionary written by `ser-edge train`."""
+def load_checkpoint(path: str | Path) -> tuple[BiLstmAttention | Ensemble, dict]:
+    """The model (in eval mode) and the checkpoint dictionary written by `ser-edge train`; an
+    ensemble when the checkpoint holds several members."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    model = BiLstmAttention(ModelConfig(**checkpoint["model_config"]))
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint
+    config = ModelConfig(**checkpoint["model_config"])
+    states = checkpoint.get("members") or [checkpoint["state_dict"]]
+    models = []
+    for state in states:
+        model = BiLstmAttention(config)
+        model.load_state_dict(state)
+        models.append(model.eval())
+    return (models[0] if len(models) == 1 else Ensemble(models).eval()), checkpoint
 
 
-def _metadata(model: BiLstmAttention, feature_config: FeatureConfig, labels: list[str], window_s: float,
+def checkpoint_states(model: BiLstmAttention | Ensemble) -> dict:
+    """What a checkpoint stores of `model`: its weights, or each member's."""
+    if isinstance(model, Ensemble):
+        return {"members": [m.state_dict() for m in model.members]}
+    return {"state_dict": model.state_dict()}
+
+
+def _metadata(model: BiLstmAttention | Ensemble, feature_config: FeatureConfig, labels: list[str], window_s: float,
               hop_s: float, training: dict) -> dict[str, str]:
     return {
         "ser_edge.format": MODEL_FORMAT,
@@ -45,7 +58,7 @@ def _metadata(model: BiLstmAttention, feature_config: FeatureConfig, labels: lis
         "ser_edge.feature_dim": str(feature_config.dim),
         "ser_edge.window_s": repr(float(window_s)),
         "ser_edge.hop_s": repr(float(hop_s)),
-        "ser_edge.model_config": json.dumps(model.config.to_dict()),
+        "ser_edge.model_config": json.dumps({**model.config.to_dict(), "ensemble": _members(model)}),
         "ser_edge.training": json.dumps(training, default=str),
         "ser_edge.precision": "fp32",
     }
@@ -62,9 +75,25 @@ def _set_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def export_onnx(model: BiLstmAttention, feature_config: FeatureConfig, labels: list[str], out: str | Path,
+def _members(model) -> int:
+    return len(model.members) if isinstance(model, Ensemble) else 1
+
+
+class _WithEmbedding(torch.nn.Module):
+    """An ensemble as exported: its concatenated pooled attention vectors are a third output."""
+
+    def __init__(self, model: Ensemble) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features, lengths):
+        return self.model(features, lengths, return_context=True)
+
+
+def export_onnx(model: BiLstmAttention | Ensemble, feature_config: FeatureConfig, labels: list[str], out: str | Path,
                 window_s: float = 2.0, hop_s: float = 0.5, training: Optional[dict] = None) -> Path:
-    """Write the fp32 ONNX graph of `model` with ser-edge metadata; returns its path."""
+    """Write the fp32 ONNX graph of `model` with ser-edge metadata; returns its path. An
+    ensemble's graph also outputs `embedding`: its members' pooled attention vectors."""
     if model.config.input_dim != feature_config.dim:
         raise ValueError(f"the model takes {model.config.input_dim} values per frame but the FeatureConfig "
                          f"gives {feature_config.dim}")
@@ -80,11 +109,14 @@ def export_onnx(model: BiLstmAttention, feature_config: FeatureConfig, labels: l
         # The TorchScript exporter warns about its own deprecation and about LSTM batch
         # sizes; the graph is checked against torch on several batch sizes by the tests.
         warnings.simplefilter("ignore")
+        ensemble = isinstance(model, Ensemble)
         torch.onnx.export(
-            model, (features, lengths), str(out),
-            input_names=["features", "lengths"], output_names=["logits", "attention"],
+            _WithEmbedding(model) if ensemble else model, (features, lengths), str(out),
+            input_names=["features", "lengths"],
+            output_names=["logits", "attention"] + (["embedding"] if ensemble else []),
             dynamic_axes={"features": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
-                          "logits": {0: "batch"}, "attention": {0: "batch", 1: "time"}},
+                          "logits": {0: "batch"}, "attention": {0: "batch", 1: "time"},
+                          **({"embedding": {0: "batch"}} if ensemble else {})},
             opset_version=OPSET, dynamo=False,
         )
     _set_metadata(out, _metadata(model, feature_config, labels, window_s, hop_s, training or {}))

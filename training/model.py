@@ -18,12 +18,12 @@ During training only, SpecAugment masks (set by the trainer) are applied after s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["BiLstm", "BiLstmAttention", "ModelConfig", "SpecAugment", "deltas", "level_groups",
+__all__ = ["BiLstm", "BiLstmAttention", "Ensemble", "ModelConfig", "SpecAugment", "deltas", "level_groups",
            "reverse_index", "window_normalise"]
 
 NORMALISATIONS = ("mean", "level", "none")
@@ -266,3 +266,31 @@ class BiLstmAttention(nn.Module):
         if return_context:
             return logits, alpha.transpose(0, 1), context
         return logits, alpha.transpose(0, 1)
+
+
+class Ensemble(nn.Module):
+    """Models of one configuration whose class probabilities are averaged.
+
+    Same inputs as one model; outputs: the log of the mean probabilities (a softmax of them
+    gives the mean, so the runtime treats them as logits), the mean attention, and with
+    `return_context` the members' pooled attention vectors side by side.
+    """
+
+    def __init__(self, members: Sequence[BiLstmAttention]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        configs = {m.config for m in members}
+        if len(configs) != 1:
+            raise ValueError("the models of an ensemble must share one configuration")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor, return_context: bool = False):
+        outs = [m(features, lengths, return_context=True) for m in self.members]
+        probs = torch.stack([torch.softmax(o[0], dim=-1) for o in outs]).mean(0)
+        logits = torch.log(probs.clamp(min=1e-12))
+        attention = torch.stack([o[1] for o in outs]).mean(0)
+        if return_context:
+            return logits, attention, torch.cat([o[2] for o in outs], dim=-1)
+        return logits, attention

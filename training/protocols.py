@@ -142,6 +142,20 @@ def fit(examples: Sequence[Example], model_config: ModelConfig, train_config: Tr
     return train_model(train, val, model_config, train_config, log, progress=progress)
 
 
+def fit_ensemble(examples: Sequence[Example], model_config: ModelConfig, train_config: TrainConfig, members: int,
+                 log: Log = None, augment: Augment = None, always: Sequence[Example] = ()):
+    """`members` models fitted like `fit` with seeds seed, seed+1, ... (each with its own
+    validation part); returns (the model: one, or an Ensemble of them, and the TrainResults)."""
+    from dataclasses import replace
+
+    from ser_edge.training.model import Ensemble
+
+    results = [fit(examples, model_config, replace(train_config, seed=train_config.seed + k), log=log,
+                   augment=augment, always=always) for k in range(members)]
+    model = results[0].model if members == 1 else Ensemble([r.model.cpu() for r in results]).eval()
+    return model, results
+
+
 def _folds(examples: Sequence[Example], k: int, seed: int, loso: bool,
            testable: Optional[Callable[[str], bool]]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Speaker-grouped folds whose test parts cover the clips of the `testable` speakers

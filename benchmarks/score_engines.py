@@ -62,8 +62,11 @@ def wall(manifest: Path, out: Path, engine: str, jobs: int) -> float:
 def peak_memory(manifest: Path, out: Path, engine: str, jobs: int, seconds: float) -> tuple[float, int]:
     """Peak RSS (MiB) of the command's process, interrupted after `seconds`, and the rows it wrote."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # SIGINT back to its default in the child: a benchmark started in the background by a shell
+    # inherits it ignored, and the Ctrl-C below would then not stop the command.
     proc = subprocess.Popen(command(manifest, out, engine, jobs), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
+                            stderr=subprocess.DEVNULL, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     status = Path(f"/proc/{proc.pid}/status")
     peak_kib, end = 0, time.time() + seconds
     while proc.poll() is None and time.time() < end:

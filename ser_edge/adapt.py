@@ -214,8 +214,8 @@ class Head:
 
 
 def fit_head(x: npt.ArrayLike, y: npt.ArrayLike, n_classes: int, sample_weight: Optional[npt.ArrayLike] = None,
-             c: float = 1.0, iterations: int = 100) -> Head:
-    """Multinomial logistic regression on standardised `x` by Newton's method: minimises
+             c: float = 1.0, iterations: int = 2000, tol: float = 1e-9) -> Head:
+    """Multinomial logistic regression on standardised `x`, by L-BFGS: minimises
     sum_i w_i * cross-entropy_i + ||W||^2 / (2c) (the bias is not penalised), the objective
     of scikit-learn's LogisticRegression(C=c) with sample weights. Returns it on raw `x`."""
     x = np.asarray(x, np.float64)
@@ -224,51 +224,70 @@ def fit_head(x: npt.ArrayLike, y: npt.ArrayLike, n_classes: int, sample_weight: 
     mean, std = x.mean(0), x.std(0)
     std[std < 1e-8] = 1.0
     z = np.hstack([(x - mean) / std, np.ones((len(x), 1))])  # [n, d+1], bias last
-    n, d1 = z.shape
-    k = n_classes
+    d1, k = z.shape[1], n_classes
     onehot = np.eye(k)[y]
-    penalty = np.full(d1, 1.0 / c)
+    penalty = np.full((d1, 1), 1.0 / c)
     penalty[-1] = 0.0
-    theta = np.zeros((d1, k))
 
-    def loss(t: np.ndarray) -> float:
+    def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        t = flat.reshape(d1, k)
         s = z @ t
         s -= s.max(1, keepdims=True)
         logp = s - np.log(np.exp(s).sum(1, keepdims=True))
-        return float(-(w * (onehot * logp).sum(1)).sum() + 0.5 * (penalty[:, None] * t * t).sum())
+        loss = -(w * (onehot * logp).sum(1)).sum() + 0.5 * (penalty * t * t).sum()
+        grad = z.T @ ((np.exp(logp) - onehot) * w[:, None]) + penalty * t
+        return float(loss), grad.reshape(-1)
 
-    current = loss(theta)
-    for _ in range(iterations):
-        s = z @ theta
-        s -= s.max(1, keepdims=True)
-        p = np.exp(s)
-        p /= p.sum(1, keepdims=True)
-        grad = z.T @ ((p - onehot) * w[:, None]) + penalty[:, None] * theta  # [d1, k]
-        # Hessian over the flattened [d1, k] parameters: sum_i w_i (diag(p_i) - p_i p_i^T) (x) z_i z_i^T
-        zw = z * w[:, None]
-        hess = np.zeros((d1 * k, d1 * k))
-        for a in range(k):
-            for b in range(a, k):
-                coef = p[:, a] * ((a == b) - p[:, b])
-                block = zw.T @ (z * coef[:, None])
-                hess[a::k, b::k] = block
-                if a != b:
-                    hess[b::k, a::k] = block.T
-        hess += np.diag(np.repeat(penalty, k)) + 1e-8 * np.eye(d1 * k)
-        step = np.linalg.solve(hess, grad.reshape(-1)).reshape(d1, k)
-        t = 1.0
-        while t > 1e-6:  # backtracking: Newton steps can overshoot where classes separate
-            trial = loss(theta - t * step)
-            if trial <= current - 1e-4 * t * float((grad * step).sum()):
-                break
-            t /= 2
-        theta -= t * step
-        change, current = current - trial, trial
-        if abs(change) < 1e-10 * max(1.0, abs(current)) or np.abs(t * step).max() < 1e-9:
-            break
+    theta = _lbfgs(objective, np.zeros(d1 * k), iterations, tol).reshape(d1, k)
     weight = theta[:-1] / std[:, None]
     bias = theta[-1] - mean @ weight
     return Head(weight, bias)
+
+
+def _lbfgs(f, x0: np.ndarray, iterations: int, tol: float, memory: int = 20) -> np.ndarray:
+    """Minimise a smooth convex `f` (returning value and gradient) by L-BFGS with a
+    backtracking (Armijo) line search; stops when the gradient is `tol`-small relative to
+    the starting one, or the value stops moving."""
+    x = x0.copy()
+    value, grad = f(x)
+    g0 = max(np.abs(grad).max(), 1e-12)
+    steps: list[tuple[np.ndarray, np.ndarray, float]] = []
+    for _ in range(iterations):
+        if np.abs(grad).max() <= tol * g0:
+            break
+        q = grad.copy()
+        alphas = []
+        for s_, y_, rho in reversed(steps):
+            a = rho * (s_ @ q)
+            alphas.append(a)
+            q -= a * y_
+        if steps:
+            s_, y_, _ = steps[-1]
+            q *= (s_ @ y_) / (y_ @ y_)
+        for (s_, y_, rho), a in zip(steps, reversed(alphas)):
+            q += s_ * (a - rho * (y_ @ q))
+        direction = -q
+        slope = grad @ direction
+        if slope >= 0:  # not a descent direction: restart from the gradient
+            steps.clear()
+            direction, slope = -grad, -(grad @ grad)
+        t = 1.0 if steps else min(1.0, 1.0 / np.abs(grad).max())
+        while True:
+            new_value, new_grad = f(x + t * direction)
+            if new_value <= value + 1e-4 * t * slope or t < 1e-12:
+                break
+            t /= 2
+        s_, y_ = t * direction, new_grad - grad
+        if s_ @ y_ > 1e-12:
+            steps.append((s_, y_, 1.0 / (s_ @ y_)))
+            if len(steps) > memory:
+                steps.pop(0)
+        x = x + s_
+        done = abs(value - new_value) <= 1e-15 * max(1.0, abs(value))
+        value, grad = new_value, new_grad
+        if done:
+            break
+    return x
 
 
 def balanced_weights(clip_labels: Sequence[int], windows_per_clip: Sequence[int]) -> np.ndarray:
@@ -313,6 +332,7 @@ def write_adapted(base, head: Head, labels: Sequence[str], out: str | os.PathLik
     meta = {p.key: p.value for p in model.metadata_props}
     meta["ser_edge.labels"] = json.dumps(list(labels))
     meta["ser_edge.adapted"] = json.dumps(adapted)
+    meta.pop("ser_edge.temperature", None)  # the base's calibration belonged to its own output layer
     del model.metadata_props[:]
     for key, value in meta.items():
         entry = model.metadata_props.add()

@@ -17,6 +17,7 @@ from rich.table import Table
 
 import ser_edge
 from ser_edge.audio import AudioError, load
+from ser_edge.scoring import UNCERTAIN
 from ser_edge.features import FeatureConfig, extract
 
 app = typer.Typer(
@@ -118,6 +119,11 @@ def features(
 # ----------------------------------------------------------------------------- scoring
 
 
+_MIN_CONFIDENCE = typer.Option(0.0, min=0.0, max=1.0, help="Label a file, window or segment 'uncertain' when "
+                                "its most likely class has a lower probability than this (0: off). The "
+                                "probabilities are written unchanged.")
+
+
 @contextlib.contextmanager
 def _model_errors():
     """A model that cannot be used (or a bad provider/window option) ends the command with its message."""
@@ -154,6 +160,7 @@ def score(
     resume: bool = typer.Option(False, help="Skip files that already have a row in --output and append the rest."),
     model: Optional[Path] = typer.Option(None, help="An exported ser-edge model (default: the bundled one)."),
     provider: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    min_confidence: float = _MIN_CONFIDENCE,
 ) -> None:
     """Label the emotion of every file: one row per file (label, per-class probabilities, duration).
 
@@ -168,7 +175,7 @@ def score(
 
     from ser_edge.model import OnnxModel
     from ser_edge.scoring import (ManifestError, RowWriter, audio_below, collect_files, default_jobs, done_paths,
-                                  drop_torn_line, read_manifest, score_files)
+                                  drop_torn_line, mark_uncertain, read_manifest, score_files)
 
     if engine not in ENGINES:
         raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}, not {engine!r}", param_hint="--engine")
@@ -245,7 +252,7 @@ def score(
                 task = progress.add_task("scoring", total=n_todo, rate="")
                 start = time.perf_counter()
                 for n, rows in enumerate(results, 1):
-                    writer.write(rows)
+                    writer.write(mark_uncertain(rows, min_confidence))
                     counts[rows[0]["status"]] = counts.get(rows[0]["status"], 0) + 1
                     progress.update(task, advance=1, rate=f"{n / (time.perf_counter() - start):.1f} files/s")
         except KeyboardInterrupt:
@@ -319,6 +326,7 @@ def listen(
     provider: str = typer.Option("cpu", help="cpu, cuda or auto."),
     window_s: Optional[float] = typer.Option(None, help="Analysis window in seconds (default: the model's)."),
     hop_s: Optional[float] = typer.Option(None, help="Hop between windows in seconds (default: the model's)."),
+    min_confidence: float = _MIN_CONFIDENCE,
 ) -> None:
     """Classify the emotion of live speech from the microphone.
 
@@ -363,7 +371,8 @@ def listen(
         for e in new:
             events.append(e)
             if json_lines:
-                print(json.dumps({"start_s": round(e.start_s, 3), "end_s": round(e.end_s, 3), "label": e.label,
+                label = e.label if max(e.probabilities.values()) >= min_confidence else UNCERTAIN
+                print(json.dumps({"start_s": round(e.start_s, 3), "end_s": round(e.end_s, 3), "label": label,
                                   "probabilities": {k: round(v, 4) for k, v in e.probabilities.items()}}), flush=True)
 
     def view():
@@ -375,7 +384,8 @@ def listen(
             p = w.probabilities[label] if w else 0.0
             grid.add_row(f"{label:>8s}", "█" * int(round(30 * p)) + "·" * (30 - int(round(30 * p))), f"{p:.2f}")
         state = "[green]speech[/green]" if stream.in_speech else "[dim]silence[/dim]"
-        title = f"{w.label if w else '…'}  |  {state}  |  {stream.seconds:6.1f} s  |  {name}"
+        shown = (w.label if max(w.probabilities.values()) >= min_confidence else UNCERTAIN) if w else "…"
+        title = f"{shown}  |  {state}  |  {stream.seconds:6.1f} s  |  {name}"
         return Panel(grid, title=title, subtitle="Ctrl-C to stop")
 
     try:
@@ -404,7 +414,10 @@ def listen(
         if live:
             live.stop()
     on_events(stream.close())
-    counts = {label: sum(e.label == label for e in events) for label in stream.model.labels}
+    counts = {label: sum(e.label == label and max(e.probabilities.values()) >= min_confidence for e in events)
+              for label in stream.model.labels}
+    if min_confidence > 0:
+        counts[UNCERTAIN] = sum(max(e.probabilities.values()) < min_confidence for e in events)
     err_console.print(f"listened {stream.seconds:.1f} s: {len(events)} speech segment(s) {counts}; "
                       f"input overflows: {overflows}")
 
@@ -423,6 +436,8 @@ def info(model: Optional[Path] = typer.Option(None, help="An exported ser-edge m
         value = m.info[key]
         table.add_row(key, ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
     table.add_row("size", f"{m.info['size_mb']:.2f} MB")
+    if m.temperature is not None:
+        table.add_row("calibration", f"logits divided by a temperature of {m.temperature:.3f}")
     table.add_row("feature config", m.feature_config.to_json())
     if "note" in m.info:
         table.add_row("note", m.info["note"])

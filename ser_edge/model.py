@@ -98,6 +98,8 @@ class OnnxModel:
         self.precision = meta.get("ser_edge.precision", "fp32")
         #: What an adapted model was adapted from and how it scored (see ser_edge.adapt); None otherwise.
         self.adapted: Optional[dict] = json.loads(meta["ser_edge.adapted"]) if "ser_edge.adapted" in meta else None
+        #: The temperature its logits are divided by (calibration, see training/calibration.py); None if none.
+        self.temperature: Optional[float] = float(meta["ser_edge.temperature"]) if "ser_edge.temperature" in meta else None
         active = self._session.get_providers()[0]
         self.info = {
             "path": str(self.path),
@@ -112,6 +114,7 @@ class OnnxModel:
             "size_mb": self.path.stat().st_size / 1e6,
             "training": self.training,
             "adapted": self.adapted,
+            "temperature": self.temperature,
         }
         if provider == "auto" and not use_cuda:
             self.info["note"] = "auto: no CUDA provider in this onnxruntime, running on CPU"

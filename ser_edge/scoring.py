@@ -138,6 +138,22 @@ def score_one(path: Path, windows: bool = False) -> list[dict]:
     return rows
 
 
+#: The label given where the most likely class is below the confidence the user asked for.
+UNCERTAIN = "uncertain"
+
+
+def mark_uncertain(rows: list[dict], min_confidence: float) -> list[dict]:
+    """Rows whose highest probability is below `min_confidence` get the label "uncertain"
+    (their probabilities stay); 0 changes nothing."""
+    if min_confidence <= 0:
+        return rows
+    for row in rows:
+        probs = [v for k, v in row.items() if k.startswith("p_") and v is not None and v != ""]
+        if row.get("label") and probs and max(probs) < min_confidence:
+            row["label"] = UNCERTAIN
+    return rows
+
+
 def drop_torn_line(output: Path) -> None:
     """Cut a last line left half-written by an interrupted run, so appended rows start clean."""
     if not output.is_file():

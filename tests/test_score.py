@@ -213,3 +213,19 @@ def test_the_ray_engine_without_ray_says_what_to_install(monkeypatch):
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["score", str(DEMO), "--engine", "spark"])
     assert result.exit_code == 2 and "local, ray" in result.output
+
+
+def test_min_confidence_labels_unsure_rows_uncertain_and_keeps_their_probabilities(tmp_path):
+    plain = runner.invoke(app, ["score", str(DEMO), "--windows", "--jobs", "1"])
+    assert plain.exit_code == 0, plain.output
+    rows = [r for r in _csv(plain.output) if r.get("kind") in ("file", "window")]
+    top = [max(float(v) for k, v in r.items() if k.startswith("p_") and v) for r in rows]
+    threshold = sorted(top)[len(top) // 2] + 1e-4  # about half the rows fall below it
+    marked = runner.invoke(app, ["score", str(DEMO), "--windows", "--jobs", "1", "--min-confidence", str(threshold)])
+    assert marked.exit_code == 0, marked.output
+    after = [r for r in _csv(marked.output) if r.get("kind") in ("file", "window")]
+    assert len(after) == len(rows)
+    for before, now, p in zip(rows, after, top):
+        assert now["label"] == ("uncertain" if p < threshold else before["label"])
+        assert {k: v for k, v in now.items() if k != "label"} == {k: v for k, v in before.items() if k != "label"}
+    assert any(r["label"] == "uncertain" for r in after) and any(r["label"] != "uncertain" for r in after)

@@ -3,9 +3,9 @@
     python -m ser_edge.training.kshot --urdu ../shared/data/urdu --emodb ../shared/data/emodb-2s \\
         --ravdess ../shared/data/ravdess --out results/adapt
 
-For each target corpus the base model is one that never heard it: the default recipe
-trained on the other two corpora (4 shared classes, seed 0), exported and quantised to
-int8 like the bundled model (the bundled model was trained on all three corpora, so its
+For each target corpus the base model is one that never heard it: one model of the
+default recipe (seed 0; not its 3-model ensemble) trained on the other two corpora (4
+shared classes), exported and quantised to int8 like the bundled model (the bundled model was trained on all three corpora, so its
 figures here would be figures on its own training clips). Then, for several draws, the
 target's speakers are split in two halves: K clips per label are drawn from one half to
 adapt on, and every clip of the other half is the test (speaker-independent). On the same

@@ -1,0 +1,68 @@
+"""Calibration: the temperature fit, the calibration error, and the temperature in the graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the train extra (torch) is not installed")
+
+from ser_edge.model import DEFAULT_MODEL, OnnxModel  # noqa: E402
+from ser_edge.training.calibration import ece, fit_temperature, set_temperature, tempered, with_section  # noqa: E402
+
+
+def _overconfident(n=3000, k=4, true_t=2.0, seed=0):
+    """One-window clips whose reported probabilities are softmax(z) while the labels follow
+    softmax(z / true_t): the model is overconfident by a temperature of true_t."""
+    rng = np.random.default_rng(seed)
+    z = 2.5 * rng.standard_normal((n, k))
+    reported = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    truth = np.exp(z / true_t) / np.exp(z / true_t).sum(1, keepdims=True)
+    labels = np.array([rng.choice(k, p=p) for p in truth])
+    return [p[None] for p in reported], labels
+
+
+def test_the_fitted_temperature_recovers_an_overconfidence():
+    clips, labels = _overconfident(true_t=2.0)
+    t = fit_temperature(clips, labels)
+    assert 1.7 < t < 2.3
+    before = np.array([tempered(c, 1.0) for c in clips])
+    after = np.array([tempered(c, t) for c in clips])
+    assert ece(after, labels)[0] < 0.5 * ece(before, labels)[0]
+
+
+def test_a_calibrated_model_keeps_a_temperature_near_one_and_a_small_error():
+    clips, labels = _overconfident(true_t=1.0, seed=1)
+    assert 0.85 < fit_temperature(clips, labels) < 1.15
+    assert ece(np.array([tempered(c, 1.0) for c in clips]), labels)[0] < 0.04
+
+
+def test_tempering_averages_the_windows_after_scaling():
+    windows = np.array([[0.7, 0.3], [0.2, 0.8]])
+    expected = np.mean([np.array([0.7, 0.3]) ** 0.5 / (0.7**0.5 + 0.3**0.5),
+                        np.array([0.2, 0.8]) ** 0.5 / (0.2**0.5 + 0.8**0.5)], axis=0)
+    np.testing.assert_allclose(tempered(windows, 2.0), expected)
+
+
+def test_the_temperature_goes_into_the_graph_and_replaces_an_earlier_one(tmp_path):
+    raw = set_temperature(DEFAULT_MODEL, 1.0, tmp_path / "raw.onnx")
+    hot = set_temperature(raw, 2.0, tmp_path / "hot.onnx")
+    again = set_temperature(hot, 2.0, tmp_path / "again.onnx")  # not 4: it replaces, it does not stack
+    x = np.random.default_rng(0).standard_normal((3, 120, 43)).astype(np.float32)
+    lengths = np.array([120, 80, 60])
+    p1, a1 = OnnxModel(raw, threads=1).run(x, lengths)
+    p2, a2 = OnnxModel(hot, threads=1).run(x, lengths)
+    p3, _ = OnnxModel(again, threads=1).run(x, lengths)
+    expected = np.sqrt(p1) / np.sqrt(p1).sum(1, keepdims=True)
+    np.testing.assert_allclose(p2, expected, atol=1e-5)
+    np.testing.assert_allclose(p3, p2, atol=1e-6)
+    np.testing.assert_allclose(a2, a1)
+    assert OnnxModel(hot).temperature == 2.0 and OnnxModel(raw).temperature == 1.0
+
+
+def test_the_card_section_is_replaced_or_inserted():
+    card = "# m\n\n## How good\nx\n\n## Recipe\nr\n"
+    once = with_section(card, "Calibration", "\nT = 1\n", before="Recipe")
+    assert once == "# m\n\n## How good\nx\n\n## Calibration\n\nT = 1\n\n## Recipe\nr\n"
+    twice = with_section(once, "Calibration", "\nT = 2\n", before="Recipe")
+    assert twice.count("## Calibration") == 1 and "T = 2" in twice and "T = 1" not in twice

@@ -274,9 +274,11 @@ def _lbfgs(f, x0: np.ndarray, iterations: int, tol: float, memory: int = 20) -> 
         t = 1.0 if steps else min(1.0, 1.0 / np.abs(grad).max())
         while True:
             new_value, new_grad = f(x + t * direction)
-            if new_value <= value + 1e-4 * t * slope or t < 1e-12:
+            if new_value <= value + 1e-4 * t * slope:
                 break
             t /= 2
+            if t < 1e-12:  # no step lowers the value: x is as good as this precision allows
+                return x
         s_, y_ = t * direction, new_grad - grad
         if s_ @ y_ > 1e-12:
             steps.append((s_, y_, 1.0 / (s_ @ y_)))
@@ -436,7 +438,7 @@ def adapt(clips: Sequence[LabelledClip], out: str | os.PathLike[str],
         embedded = embed_clips(base_path, base, clips, threads, progress)
     problems = {str(clips[i].path): why for i, why in embedded.problems.items()}
     usable = [i for i in range(len(clips)) if i not in embedded.problems]
-    _check_counts(Counter(clips[i].label for i in usable),
+    _check_counts(Counter({lab: sum(clips[i].label == lab for i in usable) for lab in labels}),
                   f" after leaving out {len(problems)} unusable clip(s)" if problems else "")
     kept = [clips[i] for i in usable]
     if holdout > 0:
@@ -479,7 +481,7 @@ def adapt(clips: Sequence[LabelledClip], out: str | os.PathLike[str],
 
 
 def _check_counts(counts: Counter, where: str) -> None:
-    if len(counts) < 2:
+    if len([n for n in counts.values() if n > 0]) < 2:
         raise AdaptError(f"adaptation needs clips of two labels or more; found {len(counts)}"
                          f" ({', '.join(counts) or 'none'}){where}")
     few = {lab: n for lab, n in sorted(counts.items()) if n < MIN_CLIPS}

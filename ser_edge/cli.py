@@ -442,11 +442,13 @@ def info(model: Optional[Path] = typer.Option(None, help="An exported ser-edge m
     if "note" in m.info:
         table.add_row("note", m.info["note"])
     if m.adapted:
-        a = m.adapted
-        scored = (f"; held-out UAR {100 * a['heldout']['uar']:.1f} % on {a['heldout']['clips']} clip(s)"
-                  if "heldout" in a else "")
-        table.add_row("adapted", f"from {a['base']['file']} ({', '.join(a['base']['labels'])}) on "
-                                 f"{a['fitted_on']} clip(s) on {a['date']}{scored}")
+        a, base = m.adapted, m.adapted.get("base", {})
+        held = a.get("heldout", {})
+        scored = (f"; held-out UAR {100 * held['uar']:.1f} % on {held.get('clips', '?')} clip(s)"
+                  if "uar" in held else "")
+        table.add_row("adapted", f"from {base.get('file', '?')} ({', '.join(base.get('labels', []))}) on "
+                                 f"{a.get('fitted_on', '?')} clip(s) on {a.get('date', '?')}{scored}; "
+                                 "its probabilities are not calibrated")
     console.print(table)
     card = DEFAULT_MODEL.with_name("MODEL_CARD.md") if model is None else None
     if card is not None and card.is_file():
@@ -519,7 +521,9 @@ def adapt(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from err
     except OSError as err:
-        typer.echo(f"error: cannot write {output} ({err.strerror or err}); choose another --output", err=True)
+        where = err.filename or output
+        typer.echo(f"error: {where}: {err.strerror or err}"
+                   + ("; choose another --output" if str(where) == str(output) else ""), err=True)
         raise typer.Exit(code=2) from err
     report = result.report
     if report["unusable"]:
@@ -619,10 +623,10 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _teacher_targets(examples, config, folder: Optional[Path], seed: int):
-    """The examples with the teacher's targets; a missing teacher model ends the command with
-    the way to get it."""
-    from ser_edge.training.teacher import TeacherError, attach, embeddings, teacher_folder
+def _teacher_vectors(examples, folder: Optional[Path]) -> dict:
+    """The teacher's vector of every clip; a missing teacher model ends the command with the
+    way to get it."""
+    from ser_edge.training.teacher import TeacherError, embeddings, teacher_folder
 
     try:
         folder = teacher_folder(folder)
@@ -630,10 +634,7 @@ def _teacher_targets(examples, config, folder: Optional[Path], seed: int):
         typer.echo(f"error: this recipe learns from a teacher: {err}", err=True)
         raise typer.Exit(code=2) from err
     Console().print(f"teacher: Whisper-base from {folder}, on every clip (cached after the first run)")
-    vectors = embeddings([e.path for e in examples], folder, progress=True)
-    n = len({e.label for e in examples})
-    return attach(examples, vectors, n, config.temperature, soft=config.distill > 0,
-                  embedding=config.embed_distill > 0, seed=seed)
+    return embeddings([e.path for e in examples], folder, progress=True)
 
 
 @contextlib.contextmanager
@@ -686,21 +687,31 @@ def train(
         examples, skipped = load_examples(clips, labels, cache, progress=True)
         Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers, labels {labels}; "
                         f"{len(skipped)} skipped")
-        if chosen.train.distill > 0 or chosen.train.embed_distill > 0:
-            examples = _teacher_targets(examples, chosen.train, teacher, seed)
+        teaching = chosen.train.distill > 0 or chosen.train.embed_distill > 0
+        vectors = _teacher_vectors(examples, teacher) if teaching else None
         results = []
         with _stop_on_sigterm():
             for k in range(chosen.ensemble):
                 if chosen.ensemble > 1:
                     Console().print(f"model {k + 1} of {chosen.ensemble} (seed {seed + k})")
+                member = dataclasses.replace(chosen.train, seed=seed + k)
+                taught = examples
+                if teaching:
+                    from ser_edge.training.teacher import attach_for_training
+
+                    taught = attach_for_training(examples, vectors, len(labels), member)
                 try:
-                    result = fit(examples, chosen.model_config(len(labels)),
-                                 dataclasses.replace(chosen.train, seed=seed + k), log=Console().print,
+                    result = fit(taught, chosen.model_config(len(labels)), member, log=Console().print,
                                  progress=True, augment=chosen.augmenter(cache))
                 except KeyboardInterrupt:
                     if not results:
                         typer.echo("interrupted before the first epoch ended: nothing to save", err=True)
                         raise typer.Exit(code=130) from None
+                    results[-1].interrupted = True
+                    break
+                if result.interrupted and results:
+                    Console().print(f"model {k + 1} was interrupted: it is left out, the {len(results)} finished "
+                                    "model(s) are kept")
                     results[-1].interrupted = True
                     break
                 results.append(result)
@@ -716,7 +727,7 @@ def train(
                 "feature_config": chosen.features.to_json(), "labels": labels,
                 "history": results[0].history if len(results) == 1 else [r.history for r in results],
                 "best_epoch": best[0] if len(best) == 1 else best, "corpora": [str(c) for c in corpora],
-                "recipe": {"name": recipe, **chosen.to_dict()}}, out)
+                "recipe": {"name": recipe, **chosen.derive(ensemble=len(results)).to_dict()}}, out)
     what = f"best epoch {best[0]}" if len(best) == 1 else f"{len(best)} models, best epochs {best}"
     Console().print(f"saved {out} ({what})")
     if results[-1].interrupted:

@@ -97,9 +97,16 @@ class OnnxModel:
         self.training: dict = json.loads(meta.get("ser_edge.training", "{}"))
         self.precision = meta.get("ser_edge.precision", "fp32")
         #: What an adapted model was adapted from and how it scored (see ser_edge.adapt); None otherwise.
-        self.adapted: Optional[dict] = json.loads(meta["ser_edge.adapted"]) if "ser_edge.adapted" in meta else None
-        #: The temperature its logits are divided by (calibration, see training/calibration.py); None if none.
-        self.temperature: Optional[float] = float(meta["ser_edge.temperature"]) if "ser_edge.temperature" in meta else None
+        try:
+            self.adapted: Optional[dict] = (json.loads(meta["ser_edge.adapted"]) if "ser_edge.adapted" in meta
+                                            else None)
+            #: The temperature its logits are divided by (calibration, see training/calibration.py); None if none.
+            self.temperature: Optional[float] = (float(meta["ser_edge.temperature"]) if "ser_edge.temperature" in meta
+                                                 else None)
+        except (ValueError, TypeError) as err:
+            raise ModelError(f"{str(self.path)!r} has invalid ser-edge metadata: {err}") from err
+        if self.adapted is not None and not isinstance(self.adapted, dict):
+            raise ModelError(f"{str(self.path)!r} has invalid ser-edge metadata: ser_edge.adapted is not an object")
         active = self._session.get_providers()[0]
         self.info = {
             "path": str(self.path),

@@ -290,3 +290,25 @@ def test_real_recordings_calm_versus_neutral_speaker_independent(tmp_path):
     assert report["speaker_independent"] and report["speakers"] == 12
     # Calm is not a label of the bundled model; the held-out speakers were never fitted on.
     assert report["heldout"]["uar"] > 0.65, report["heldout"]
+
+
+def test_a_label_whose_clips_are_all_unusable_is_named(low_high, tmp_path):
+    (low_high / "quiet").mkdir()
+    for n in range(3):
+        sf.write(low_high / "quiet" / f"q{n}.wav", np.zeros(RATE, np.float32), RATE)
+    result = runner.invoke(app, ["adapt", str(low_high), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "too few for quiet (0)" in result.output, result.output
+
+
+def test_info_shows_a_model_with_partial_adaptation_metadata(tmp_path):
+    import onnx
+
+    import onnxruntime as ort
+
+    base = onnx.load(str(DEFAULT_MODEL))
+    probe = ort.InferenceSession(embedding_model(base).SerializeToString(), providers=["CPUExecutionProvider"])
+    dim = OnnxModel(DEFAULT_MODEL).feature_config.dim
+    (emb,) = probe.run(["embedding"], {"features": np.zeros((1, 50, dim), np.float32), "lengths": np.array([50])})
+    out = write_adapted(base, _random_head(emb.shape[1], 2), ["a", "b"], tmp_path / "x.onnx", {"check": True})
+    result = runner.invoke(app, ["info", "--model", str(out)])
+    assert result.exit_code == 0 and "adapted" in result.output, result.output

@@ -65,3 +65,38 @@ def test_attach_gives_targets_to_examples_with_a_teacher_vector_only():
 def test_a_missing_teacher_folder_names_the_script_that_gets_it(tmp_path):
     with pytest.raises(TeacherError, match="get-whisper-base"):
         teacher_folder(tmp_path / "nothing")
+
+
+def test_binary_targets_are_the_heads_probabilities_at_the_temperature(monkeypatch):
+    from ser_edge.training import anchors
+
+    class Stub:
+        def fit(self, x, y):
+            return self
+
+        def decision_function(self, x):
+            return np.full(len(x), np.log(3.0))  # p(second class) = 0.75
+
+    monkeypatch.setattr(anchors, "make_classifier", lambda kind: Stub())
+    x = np.zeros((8, 2))
+    y = np.array([0, 1] * 4)
+    groups = [f"s{i}" for i in range(8)]
+    np.testing.assert_allclose(soft_targets(x, y, groups, 2, temperature=1.0), [[0.25, 0.75]] * 8, atol=1e-6)
+    t2 = soft_targets(x, y, groups, 2, temperature=2.0)
+    np.testing.assert_allclose(t2[:, 1], np.sqrt(3) / (1 + np.sqrt(3)), atol=1e-6)
+
+
+def test_training_targets_leave_out_the_validation_speakers():
+    from ser_edge.training.protocols import training_split
+    from ser_edge.training.teacher import attach_for_training
+    from ser_edge.training.trainer import TrainConfig
+
+    x, y, groups = _data(n_speakers=14, per=6)
+    examples = [Example(np.zeros((5, 2), np.float32), int(label), g, Path(f"{i}.wav"))
+                for i, (label, g) in enumerate(zip(y, groups))]
+    vectors = {str(e.path): x[i] for i, e in enumerate(examples)}
+    config = TrainConfig(seed=3, distill=0.5)
+    out = attach_for_training(examples, vectors, 3, config)
+    _, val = training_split(examples, 3)
+    held = {e.group for e in val}
+    assert held and all((e.soft is None) == (e.group in held) for e in out)

@@ -226,9 +226,10 @@ def section(result: dict) -> str:
                      f"{100 * v['uar_after']:.1f} |" for c, v in result["by_corpus"].items())
     return f"""
 The graph divides its logits by a temperature T = {result['temperature']:.3f}, fitted on the
-held-out clips of the 5 folds above (negative log-likelihood of each clip's mean of its
-windows' probabilities), so the probabilities it reports, and `--min-confidence`, mean
-what they say. Held-out effect, cross-fitted (each fold's T fitted on the other folds:
+held-out clips of the {len(result['fold_temperatures'])} folds above (negative log-likelihood of each clip's mean of its
+windows' probabilities), so that its probabilities, and `--min-confidence`, come closer to
+how often it is right; the gain is small where the model was already close, and it is not
+the same for every corpus (below). Held-out effect, cross-fitted (each fold's T fitted on the other folds:
 {', '.join(f'{t:.2f}' for t in result['fold_temperatures'].values())}), {result['clips']} clips with speech:
 expected calibration error (top label, 10 bins) {100 * result['ece_before']:.1f} % before and
 {100 * result['ece_after']:.1f} % after; negative log-likelihood {result['nll_before']:.3f} → {result['nll_after']:.3f};

@@ -234,16 +234,13 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
 
 def _with_teacher(task: Task, train_ex, always_ex, config, seed: int):
     """The training examples with the teacher's targets (fitted on these examples only)."""
-    from ser_edge.training.teacher import attach, embeddings
+    from ser_edge.training.teacher import attach_for_training, embeddings
 
-    vectors = _STATE.get("teacher_vectors")
-    if vectors is None or not all(str(c.path) in vectors for c in task.clips[:1]):
-        vectors = _STATE.setdefault("teacher_vectors", {})
+    vectors = _STATE.setdefault("teacher_vectors", {})  # per process, over every task it runs
     missing = [c.path for c in task.clips if str(c.path) not in vectors]
     if missing:
         vectors.update(embeddings(missing))
-    both = attach(list(train_ex) + list(always_ex), vectors, len(task.labels), config.temperature,
-                  soft=config.distill > 0, embedding=config.embed_distill > 0, seed=seed)
+    both = attach_for_training(train_ex, vectors, len(task.labels), config, always=always_ex)
     return both[: len(train_ex)], both[len(train_ex):]
 
 

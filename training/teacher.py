@@ -21,7 +21,7 @@ import numpy as np
 
 from ser_edge.training.data import Example
 
-__all__ = ["TeacherError", "attach", "embeddings", "soft_targets", "teacher_folder"]
+__all__ = ["TeacherError", "attach", "attach_for_training", "embeddings", "soft_targets", "teacher_folder"]
 
 GET_SCRIPT = "../shared/tools/get-whisper-base"
 
@@ -75,8 +75,8 @@ def soft_targets(x: np.ndarray, labels: Sequence[int], groups: Sequence[str], n_
             continue
         clf = make_classifier("logreg").fit(x[train], labels[train])
         z = clf.decision_function(x[test])
-        if z.ndim == 1:
-            z = np.stack([-z, z], 1)
+        if z.ndim == 1:  # binary: p(second) = sigmoid(z), i.e. a softmax over (0, z)
+            z = np.stack([np.zeros_like(z), z], 1)
         logits = np.full((test.sum(), n_classes), -np.inf)
         logits[:, present] = z / temperature
         logits -= logits.max(1, keepdims=True)
@@ -85,13 +85,29 @@ def soft_targets(x: np.ndarray, labels: Sequence[int], groups: Sequence[str], n_
     return out.astype(np.float32)
 
 
+def attach_for_training(examples: Sequence[Example], vectors: dict[str, np.ndarray], n_classes: int,
+                        config, always: Sequence[Example] = ()) -> list[Example]:
+    """`examples` + `always` with the teacher's targets for training with `config` (a
+    TrainConfig): the speakers that `protocols.fit` will set aside for validation with this
+    config's seed get no targets and no head is fitted on them, so early stopping never
+    sees what the teacher learnt from them."""
+    from ser_edge.training.protocols import training_split
+
+    _, val = training_split(list(examples), config.seed)
+    held = {e.group for e in val}
+    return attach(list(examples) + list(always), vectors, n_classes, config.temperature, soft=config.distill > 0,
+                  embedding=config.embed_distill > 0, seed=config.seed, exclude_groups=held)
+
+
 def attach(examples: Sequence[Example], vectors: dict[str, np.ndarray], n_classes: int, temperature: float,
-           soft: bool = True, embedding: bool = True, seed: int = 0) -> list[Example]:
+           soft: bool = True, embedding: bool = True, seed: int = 0,
+           exclude_groups: frozenset | set = frozenset()) -> list[Example]:
     """Copies of `examples` with the teacher's soft targets and/or embedding (standardised over
-    these examples); an example whose file has no teacher vector gets neither."""
+    these examples); an example whose file has no teacher vector, or whose speaker group is
+    in `exclude_groups`, gets neither (and no head is fitted on it)."""
     from dataclasses import replace
 
-    have = [i for i, e in enumerate(examples) if str(e.path) in vectors]
+    have = [i for i, e in enumerate(examples) if str(e.path) in vectors and e.group not in exclude_groups]
     x = np.stack([vectors[str(examples[i].path)] for i in have]) if have else np.zeros((0, 1))
     targets = (soft_targets(x, [examples[i].label for i in have], [examples[i].group for i in have], n_classes,
                             temperature, seed=seed) if soft and have else None)

@@ -31,7 +31,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ser_edge.model import DEFAULT_MODEL, OnnxModel
+from ser_edge.model import DEFAULT_MODEL, OnnxModel, set_metadata, softmax
 
 __all__ = ["AdaptError", "Adapted", "Head", "LabelledClip", "MIN_CLIPS", "adapt", "embedding_model", "fit_head",
            "holdout_split", "read_labelled", "write_adapted"]
@@ -187,13 +187,9 @@ class _EmbeddingRecorder(OnnxModel):
         self.embeddings: list[np.ndarray] = []
 
     def run(self, features, lengths):
-        logits, attention, emb = self._session.run(
-            ["logits", "attention", EMBEDDING],
-            {"features": np.ascontiguousarray(features, np.float32), "lengths": np.asarray(lengths, np.int64)})
+        logits, attention, emb = self._outputs(["logits", "attention", EMBEDDING], features, lengths)
         self.embeddings.extend(np.asarray(emb, np.float32))
-        z = logits - logits.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32), attention
+        return softmax(logits), attention
 
 
 # ----------------------------------------------------------------------------- head
@@ -335,10 +331,7 @@ def write_adapted(base, head: Head, labels: Sequence[str], out: str | os.PathLik
     meta["ser_edge.labels"] = json.dumps(list(labels))
     meta["ser_edge.adapted"] = json.dumps(adapted)
     meta.pop("ser_edge.temperature", None)  # the base's calibration belonged to its own output layer
-    del model.metadata_props[:]
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_metadata(model, meta)
     onnx.checker.check_model(model)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -394,18 +387,14 @@ def embed_clips(base_path: Path, base, clips: Sequence[LabelledClip], threads: i
 
 
 def uar_report(true: Sequence[int], pred: Sequence[int], labels: Sequence[str]) -> dict:
-    """UAR, accuracy, per-class recall and the confusion matrix (rows: true, columns: predicted)."""
-    k = len(labels)
-    confusion = np.zeros((k, k), np.int64)
-    for t, p in zip(true, pred):
-        confusion[t, p] += 1
-    support = confusion.sum(1)
-    recall = np.divide(np.diag(confusion), support, out=np.zeros(k), where=support > 0)
-    present = support > 0
-    return {"uar": float(recall[present].mean()) if present.any() else 0.0,
-            "accuracy": float(np.trace(confusion) / max(1, confusion.sum())),
-            "recall": {lab: float(r) for lab, r, s in zip(labels, recall, support) if s},
-            "confusion": confusion.tolist(), "clips": int(confusion.sum())}
+    """UAR, accuracy, recall of each label present and the confusion matrix (rows: true,
+    columns: predicted), from the evaluation's own metrics."""
+    from ser_edge.training.metrics import report
+
+    r = report(true, pred, labels)
+    return {"uar": r["uar"], "accuracy": r["wa"],
+            "recall": {lab: v["recall"] for lab, v in r["per_class"].items() if v["support"]},
+            "confusion": r["confusion"], "clips": r["n"]}
 
 
 @dataclass

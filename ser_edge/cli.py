@@ -17,7 +17,7 @@ from rich.table import Table
 
 import ser_edge
 from ser_edge.audio import AudioError, load
-from ser_edge.scoring import UNCERTAIN
+from ser_edge.scoring import UNCERTAIN, shown_label
 from ser_edge.features import FeatureConfig, extract
 
 app = typer.Typer(
@@ -371,7 +371,7 @@ def listen(
         for e in new:
             events.append(e)
             if json_lines:
-                label = e.label if max(e.probabilities.values()) >= min_confidence else UNCERTAIN
+                label = shown_label(e.label, e.probabilities.values(), min_confidence)
                 print(json.dumps({"start_s": round(e.start_s, 3), "end_s": round(e.end_s, 3), "label": label,
                                   "probabilities": {k: round(v, 4) for k, v in e.probabilities.items()}}), flush=True)
 
@@ -384,7 +384,7 @@ def listen(
             p = w.probabilities[label] if w else 0.0
             grid.add_row(f"{label:>8s}", "█" * int(round(30 * p)) + "·" * (30 - int(round(30 * p))), f"{p:.2f}")
         state = "[green]speech[/green]" if stream.in_speech else "[dim]silence[/dim]"
-        shown = (w.label if max(w.probabilities.values()) >= min_confidence else UNCERTAIN) if w else "…"
+        shown = shown_label(w.label, w.probabilities.values(), min_confidence) if w else "…"
         title = f"{shown}  |  {state}  |  {stream.seconds:6.1f} s  |  {name}"
         return Panel(grid, title=title, subtitle="Ctrl-C to stop")
 
@@ -414,10 +414,10 @@ def listen(
         if live:
             live.stop()
     on_events(stream.close())
-    counts = {label: sum(e.label == label and max(e.probabilities.values()) >= min_confidence for e in events)
-              for label in stream.model.labels}
+    shown = [shown_label(e.label, e.probabilities.values(), min_confidence) for e in events]
+    counts = {label: shown.count(label) for label in stream.model.labels}
     if min_confidence > 0:
-        counts[UNCERTAIN] = sum(max(e.probabilities.values()) < min_confidence for e in events)
+        counts[UNCERTAIN] = shown.count(UNCERTAIN)
     err_console.print(f"listened {stream.seconds:.1f} s: {len(events)} speech segment(s) {counts}; "
                       f"input overflows: {overflows}")
 
@@ -515,7 +515,7 @@ def adapt(
     try:
         with _model_errors(), progress:
             task = progress.add_task("clips", total=len(clips))
-            result = run_adapt(clips, output, model=model, holdout=holdout if holdout > 0 else 0.0, seed=seed,
+            result = run_adapt(clips, output, model=model, holdout=holdout, seed=seed,
                                threads=threads, progress=lambda n: progress.update(task, completed=n))
     except AdaptError as err:
         typer.echo(f"error: {err}", err=True)

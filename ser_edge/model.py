@@ -33,6 +33,21 @@ def _bundled(name: str) -> Path:
 DEFAULT_MODEL = _bundled("default.int8.onnx")
 
 
+def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Row-wise softmax of [batch, classes] logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def set_metadata(model, metadata: dict[str, str]) -> None:
+    """Replace the metadata_props of an onnx ModelProto with `metadata`, in its order."""
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
 class ModelError(Exception):
     """A model file cannot be used: missing, corrupt, not a ser-edge model, or inconsistent."""
 
@@ -129,11 +144,12 @@ class OnnxModel:
     def run(self, features: npt.NDArray[np.float32], lengths: npt.NDArray[np.int64]
             ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Probabilities [batch, classes] and attention [batch, time] of a padded batch."""
-        logits, attention = self._session.run(
-            ["logits", "attention"], {"features": np.ascontiguousarray(features, np.float32), "lengths": np.asarray(lengths, np.int64)})
-        z = logits - logits.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32), attention
+        logits, attention = self._outputs(["logits", "attention"], features, lengths)
+        return softmax(logits), attention
+
+    def _outputs(self, names: list[str], features, lengths) -> list[np.ndarray]:
+        return self._session.run(names, {"features": np.ascontiguousarray(features, np.float32),
+                                         "lengths": np.asarray(lengths, np.int64)})
 
     def score(self, features: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Probabilities [classes] and attention [time] of one window of features [time, dim]."""

@@ -142,15 +142,21 @@ def score_one(path: Path, windows: bool = False) -> list[dict]:
 UNCERTAIN = "uncertain"
 
 
+def shown_label(label: str, probabilities: Iterable[float], min_confidence: float) -> str:
+    """`label`, or "uncertain" when the highest of `probabilities` is below `min_confidence`."""
+    probabilities = list(probabilities)
+    return UNCERTAIN if probabilities and max(probabilities) < min_confidence else label
+
+
 def mark_uncertain(rows: list[dict], min_confidence: float) -> list[dict]:
     """Rows whose highest probability is below `min_confidence` get the label "uncertain"
     (their probabilities stay); 0 changes nothing."""
     if min_confidence <= 0:
         return rows
     for row in rows:
-        probs = [v for k, v in row.items() if k.startswith("p_") and v is not None and v != ""]
-        if row.get("label") and probs and max(probs) < min_confidence:
-            row["label"] = UNCERTAIN
+        if row.get("label"):
+            probs = (v for k, v in row.items() if k.startswith("p_") and v is not None and v != "")
+            row["label"] = shown_label(row["label"], probs, min_confidence)
     return rows
 
 

@@ -97,12 +97,11 @@ def set_temperature(path: Path, temperature: float, out: Optional[Path] = None) 
     del graph.initializer[:]
     graph.initializer.extend(kept + [numpy_helper.from_array(np.array(1.0 / temperature, np.float32),
                                                              "temperature.inverse")])
+    from ser_edge.model import set_metadata
+
     meta = {p.key: p.value for p in model.metadata_props}
     meta["ser_edge.temperature"] = repr(float(temperature))
-    del model.metadata_props[:]
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_metadata(model, meta)
     onnx.checker.check_model(model)
     out = Path(out or path)
     onnx.save(model, str(out))
@@ -110,9 +109,9 @@ def set_temperature(path: Path, temperature: float, out: Optional[Path] = None) 
 
 
 def _uar(probs: np.ndarray, labels: Sequence[int], k: int) -> float:
-    pred = np.asarray(probs).argmax(1)
-    labels = np.asarray(labels)
-    return float(np.mean([np.mean(pred[labels == c] == c) for c in range(k) if (labels == c).any()]))
+    from ser_edge.training.metrics import report
+
+    return report(labels, np.asarray(probs).argmax(1), [str(c) for c in range(k)])["uar"]
 
 
 def _plot(before: list[dict], after: list[dict], path: Path, titles: tuple[str, str]) -> None:
@@ -144,20 +143,18 @@ def _plot(before: list[dict], after: list[dict], path: Path, titles: tuple[str, 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from ser_edge.model import DEFAULT_MODEL
     from ser_edge.recognizer import Recognizer
-    from ser_edge.training.comparison import clip_id, read_corpora
+    from ser_edge.training.comparison import READERS, clip_id, read_corpora
     from ser_edge.training.corpora import SHARED_LABELS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--urdu", type=Path, required=True)
-    parser.add_argument("--emodb", type=Path, required=True)
-    parser.add_argument("--ravdess", type=Path, required=True)
+    for name in READERS:
+        parser.add_argument(f"--{name}", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("build/default-model"))
     parser.add_argument("--out", type=Path, default=Path("results/calibration"))
     args = parser.parse_args(argv)
     card = json.loads((DEFAULT_MODEL.parent / "card_scores.json").read_text())
     labels = list(SHARED_LABELS)  # the bundled model's classes, in its order
-    corpora = read_corpora({"urdu": args.urdu, "emodb": args.emodb, "ravdess": args.ravdess}, "default",
-                           log=lambda s: None)
+    corpora = read_corpora({n: getattr(args, n) for n in READERS}, "default", log=lambda s: None)
     paths = {clip_id(c): c.path for clips in corpora.values() for c in clips}
     rows = card["clips"]
     windows: list[Optional[np.ndarray]] = [None] * len(rows)

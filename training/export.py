@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from ser_edge.features import FeatureConfig
-from ser_edge.model import MODEL_FORMAT
+from ser_edge.model import MODEL_FORMAT, set_metadata
 from ser_edge.training.model import BiLstmAttention, Ensemble, ModelConfig
 
 __all__ = ["MODEL_FORMAT", "checkpoint_states", "export_onnx", "load_checkpoint", "quantise_int8"]
@@ -68,10 +68,7 @@ def _set_metadata(path: Path, metadata: dict[str, str]) -> None:
     import onnx
 
     model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_metadata(model, metadata)
     onnx.save(model, str(path))
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -36,9 +37,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ser_edge.adapt import LabelledClip, balanced_weights, embed_clips, fit_head, uar_report, write_adapted
-from ser_edge.training.comparison import TITLES, read_corpora
+from ser_edge.adapt import LabelledClip, balanced_weights, embed_clips, fit_head, write_adapted
+from ser_edge.training.comparison import READERS, TITLES, read_corpora
 from ser_edge.training.corpora import SHARED_LABELS, Clip, to_shared
+from ser_edge.training.metrics import report
 
 SHOTS = (5, 10, 20)
 AROUSAL = {"angry": "high", "happy": "high", "neutral": "low", "sad": "low"}
@@ -139,15 +141,15 @@ def run_corpus(corpus: str, clips: list[Clip], base: Path, egemaps: np.ndarray, 
                 row = {"corpus": corpus, "set": set_name, "draw": draw, "k": k, "labels": names,
                        "adapt_clips": len(chosen), "adapt_speakers": len(adapt_half), "test_clips": len(test),
                        "test_per_label": {lab: true.count(j) for j, lab in enumerate(names)},
-                       "adapted": uar_report(true, pred, names)["uar"]}
+                       "adapted": report(true, pred, names)["uar"]}
                 if sorted(base_labels) == names:
                     bp = [names.index(emb.base_labels[i]) if i not in emb.problems else (t + 1) % len(names)
                           for i, t in zip(test, true)]
-                    row["base"] = uar_report(true, bp, names)["uar"]
+                    row["base"] = report(true, bp, names)["uar"]
                 svm = make_classifier("svm").fit(egemaps[[eg_row[i] for i in chosen]], y)
                 ep = [int(svm.predict(egemaps[[eg_row[i]]])[0]) if i in eg_row else (t + 1) % len(names)
                       for i, t in zip(test, true)]
-                row["egemaps_svm"] = uar_report(true, ep, names)["uar"]
+                row["egemaps_svm"] = report(true, ep, names)["uar"]
                 rows.append(row)
                 if set_name == "4 classes" and draw == 0 and k == 10:
                     check = shipped_check(base, head, names, [clips[i] for i in test], pred, work / corpus)
@@ -182,10 +184,7 @@ def measure_adapt(clips: Sequence[Clip], sizes: Sequence[int], work: Path) -> li
                 "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
                 "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
                 "print(time.perf_counter() - t, hwm)")  # VmHWM: this process's peak (ru_maxrss keeps the parent's)
-        env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-        import os
-
-        env = {**os.environ, **env}
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         if result.returncode:
             raise RuntimeError(f"ser-edge adapt failed on {manifest}: {result.stderr[-2000:]}")
@@ -283,9 +282,8 @@ def plot(rows: list[dict], out: Path) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--urdu", type=Path, required=True)
-    parser.add_argument("--emodb", type=Path, required=True)
-    parser.add_argument("--ravdess", type=Path, required=True)
+    for name in READERS:
+        parser.add_argument(f"--{name}", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("results/adapt"))
     parser.add_argument("--work", type=Path, default=Path("build/kshot"))
     parser.add_argument("--draws", type=int, default=5)
@@ -297,7 +295,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
-    corpora = read_corpora({"urdu": args.urdu, "emodb": args.emodb, "ravdess": args.ravdess}, "default")
+    corpora = read_corpora({n: getattr(args, n) for n in READERS}, "default")
     rows, meta = [], {"draws": args.draws, "shots": args.shots, "corpora": {},
                       "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"}
     for target in sorted(corpora):

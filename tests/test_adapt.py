@@ -176,7 +176,12 @@ def test_the_bundled_int8_model_gets_a_new_head_that_computes_what_numpy_does(tm
     _check_written_model(DEFAULT_MODEL, tmp_path)
 
 
-def test_fresh_fp32_and_int8_exports_get_a_new_head_too(tmp_path):
+@pytest.mark.parametrize("stats", [False, True])
+def test_fresh_fp32_and_int8_exports_get_a_new_head_too(tmp_path, stats):
+    """With window statistics the embedding is the whole dense input: context and statistics."""
+    import onnx
+    import onnxruntime as ort
+
     torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
     from ser_edge.features import FeatureConfig
     from ser_edge.training.export import export_onnx, quantise_int8
@@ -184,12 +189,18 @@ def test_fresh_fp32_and_int8_exports_get_a_new_head_too(tmp_path):
 
     torch.manual_seed(0)
     config = FeatureConfig()
-    model = BiLstmAttention(ModelConfig(config.dim, 4, hidden1=16, hidden2=8, dense=8))
+    mc = ModelConfig(config.dim, 4, hidden1=16, hidden2=8, dense=8, stats=stats)
+    model = BiLstmAttention(mc)
     fp32 = export_onnx(model, config, ["a", "b", "c", "d"], tmp_path / "m.onnx")
     int8 = quantise_int8(fp32, tmp_path / "m.int8.onnx")
     for path in (fp32, int8):
         (tmp_path / path.stem).mkdir()
         _check_written_model(path, tmp_path / path.stem)
+        probe = ort.InferenceSession(embedding_model(onnx.load(str(path))).SerializeToString(),
+                                     providers=["CPUExecutionProvider"])
+        feats = np.zeros((1, 60, config.dim), np.float32)
+        emb = probe.run(["embedding"], {"features": feats, "lengths": np.array([60], np.int64)})[0]
+        assert emb.shape == (1, mc.embedding_dim)
 
 
 def test_an_ensemble_gets_a_new_head_on_its_members_vectors(tmp_path):

@@ -133,6 +133,48 @@ def test_seeds_with_probabilities_also_count_as_one_ensemble():
     assert comparison._ensemble({0: seeds[0]}) is None
     del seeds[1]["probabilities"]
     assert comparison._ensemble(seeds) is None
+    seeds[1]["probabilities"] = [[0.4, 0.6], [0.1, 0.9], [0.45, 0.55]]
+    seeds[0]["noise_probabilities"] = {"pink": [[0.9, 0.1], [0.3, 0.7], [0.7, 0.3]]}
+    seeds[1]["noise_probabilities"] = {"pink": [[0.2, 0.8], [0.6, 0.4], [0.6, 0.4]]}
+    assert comparison._ensemble(seeds)["noise"] == {"pink": [0, 1, 0]}
+    del seeds[1]["noise_probabilities"]  # runs from before noisy probabilities were kept
+    assert "noise" not in comparison._ensemble(seeds)
     assert comparison._cost_key("ser-edge (default ×3)") == "ser-edge ×3"
     assert comparison._cost_key("ser-edge (default)") == "ser-edge"
     assert comparison._cost_key("whisper-logreg") == "whisper-logreg"
+
+
+def test_noisy_scores_per_corpus_and_the_clean_plus_noise_rule():
+    from ser_edge.training import ablation
+
+    task = comparison.Task("dev-joint", "t", "dev-joint", ["a", "b"], [], [])
+    merged = {"test": ["x/1", "x/2", "y/1", "y/2"], "true": [0, 1, 0, 1], "pred": [0, 1, 0, 0],
+              "noise": {"white": [0, 0, 1, 1]}}
+    scores = comparison._scores(task, merged)
+    assert scores["by_corpus"] == {"x": 1.0, "y": 0.5}
+    assert scores["noise_by_corpus"] == {"white": {"x": 0.5, "y": 0.5}}
+    clean = {"mean": [0.5, 0.7]}
+    assert ablation.rule_score(clean, "clean") == pytest.approx(0.6)
+    assert ablation.rule_score(clean, "clean+noise") is None  # no noisy figures: not a candidate
+    noisy = {**clean, "mean babble 10 dB": [0.4, 0.4], "mean pink 10 dB": [0.2, 0.2], "mean white 10 dB": [0.3, 0.1]}
+    assert ablation.rule_score(noisy, "clean+noise") == pytest.approx((0.6 + (0.4 + 0.2 + 0.2) / 3) / 2)
+
+
+def test_a_development_row_gets_one_noisy_mean_per_kind_over_the_same_six_columns():
+    from types import SimpleNamespace
+
+    from ser_edge.training import ablation
+
+    tasks = [SimpleNamespace(name=n) for n in ("dev-joint", "dev-cross-emodb", "dev-cross-ravdess", "dev-cross-urdu")]
+    kinds = ("babble", "pink", "white")
+    summary = {"dev-joint": {"s": {"by_corpus": {c: [0.6] for c in ("emodb", "ravdess", "urdu")},
+                                   "noise_by_corpus": {k: {c: [0.3] for c in ("emodb", "ravdess", "urdu")}
+                                                       for k in kinds}}}}
+    for c in ("emodb", "ravdess", "urdu"):
+        summary[f"dev-cross-{c}"] = {"s": {"uar": [0.4], "noise": {k: [0.1 * (1 + kinds.index(k))] for k in kinds}}}
+    scores = ablation.row_scores(tasks, summary, "s")
+    assert scores["mean"] == [pytest.approx(0.5)]
+    assert scores["mean babble 10 dB"] == [pytest.approx((3 * 0.3 + 3 * 0.1) / 6)]
+    assert scores["mean white 10 dB"] == [pytest.approx((3 * 0.3 + 3 * 0.3) / 6)]
+    del summary["dev-cross-urdu"]["s"]["noise"]  # a row scored clean only has no noisy means
+    assert not any(k.endswith("10 dB") for k in ablation.row_scores(tasks, summary, "s"))

@@ -227,8 +227,9 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
     out.update(system="ser-edge", recipe=recipe_name, seed=seed, best_epoch=result.best_epoch,
                epochs=len(result.history), device=result.device, seconds=round(time.time() - start, 1))
     if task.noise:
-        out["noise"] = {kind: predict(result.model, _examples(task, test_idx, cache, kind)).argmax(1).tolist()
-                        for kind in NOISE}
+        noisy = {kind: predict(result.model, _examples(task, test_idx, cache, kind)) for kind in NOISE}
+        out["noise"] = {kind: p.argmax(1).tolist() for kind, p in noisy.items()}
+        out["noise_probabilities"] = {kind: np.round(p, 4).tolist() for kind, p in noisy.items()}
     return out
 
 
@@ -347,6 +348,9 @@ def collect(runs: Path, tasks: Sequence[Task]) -> dict:
                         merged["noise"] = {k: [v for r in recs for v in r["noise"][k]] for k in recs[0]["noise"]}
                     if all("probabilities" in r for r in recs):
                         merged["probabilities"] = [v for r in recs for v in r["probabilities"]]
+                    if all("noise_probabilities" in r for r in recs):
+                        merged["noise_probabilities"] = {k: [v for r in recs for v in r["noise_probabilities"][k]]
+                                                         for k in recs[0]["noise_probabilities"]}
                     out.setdefault(task.name, {}).setdefault(name, {})[seed] = merged
         for name, seeds in list(out.get(task.name, {}).items()):
             ensemble = _ensemble(seeds)
@@ -357,13 +361,19 @@ def collect(runs: Path, tasks: Sequence[Task]) -> dict:
 
 def _ensemble(seeds: dict) -> Optional[dict]:
     """The seeds' models as one ensemble (their probabilities averaged), where 2+ seeds give
-    probabilities on every split; None otherwise. Noise runs keep labels only: not averaged."""
+    probabilities on every split; None otherwise. Noisy test clips are averaged the same way
+    where every seed kept their probabilities (older runs kept labels only)."""
     if len(seeds) < 2 or not all("probabilities" in m for m in seeds.values()):
         return None
     first = next(iter(seeds.values()))
     mean = np.mean([np.asarray(m["probabilities"]) for m in seeds.values()], axis=0)
-    return {"test": first["test"], "true": first["true"], "pred": mean.argmax(1).tolist(),
-            "probabilities": mean.tolist()}
+    out = {"test": first["test"], "true": first["true"], "pred": mean.argmax(1).tolist(),
+           "probabilities": mean.tolist()}
+    if all("noise_probabilities" in m for m in seeds.values()):
+        noisy = {k: np.mean([np.asarray(m["noise_probabilities"][k]) for m in seeds.values()], axis=0)
+                 for k in first["noise_probabilities"]}
+        out["noise"] = {k: p.argmax(1).tolist() for k, p in noisy.items()}
+    return out
 
 
 def _scores(task: Task, merged: dict) -> dict:
@@ -373,6 +383,9 @@ def _scores(task: Task, merged: dict) -> dict:
         which = np.array(corpora)
         true, pred = np.array(merged["true"]), np.array(merged["pred"])
         r["by_corpus"] = {c: report(true[which == c], pred[which == c], task.labels)["uar"] for c in sorted(set(corpora))}
+        r["noise_by_corpus"] = {
+            k: {c: report(true[which == c], np.asarray(p)[which == c], task.labels)["uar"] for c in sorted(set(corpora))}
+            for k, p in merged.get("noise", {}).items()}
     r["noise"] = {k: report(merged["true"], p, task.labels)["uar"] for k, p in merged.get("noise", {}).items()}
     return r
 
@@ -388,7 +401,8 @@ def summarise(tasks: Sequence[Task], results: dict) -> dict:
     out: dict = {}
     for task in tasks:
         for system, seeds in results.get(task.name, {}).items():
-            entry: dict = {"uar": [], "wa": [], "macro_f1": [], "by_corpus": {}, "noise": {}, "seeds": []}
+            entry: dict = {"uar": [], "wa": [], "macro_f1": [], "by_corpus": {}, "noise": {}, "noise_by_corpus": {},
+                           "seeds": []}
             for seed in sorted(seeds):
                 s = _scores(task, seeds[seed])
                 entry["seeds"].append(seed)
@@ -398,6 +412,9 @@ def summarise(tasks: Sequence[Task], results: dict) -> dict:
                     entry["by_corpus"].setdefault(c, []).append(v)
                 for c, v in s["noise"].items():
                     entry["noise"].setdefault(c, []).append(v)
+                for k, by in s.get("noise_by_corpus", {}).items():
+                    for c, v in by.items():
+                        entry["noise_by_corpus"].setdefault(k, {}).setdefault(c, []).append(v)
             out.setdefault(task.name, {})[system] = entry
     return out
 

@@ -183,23 +183,44 @@ def load_examples(clips: Sequence[Clip], labels: Sequence[str], cache: FeatureCa
 class Augmenter:
     """Extra training copies of examples: speed-perturbed ("speed:0.9") or noisy
     ("white:20", "pink:15", "babble:10": kind and SNR in dB; babble made of clips of five
-    other speakers among the examples given). Copies keep their clip's label and speaker;
-    a copy that cannot be made is left out with a warning."""
+    other speakers among the examples given), or multi-condition ("mixed:0-20": each clip
+    gets its own noise kind, white, pink or babble, and a whole-dB SNR drawn uniformly from
+    the range, reproducibly from the clip's name and the copy's place in the list).
+    Copies keep their clip's label and speaker; a copy that cannot be made is left out with
+    a warning."""
 
     def __init__(self, cache: FeatureCache, copies: Sequence[str]) -> None:
         self.cache = cache
         self.copies = []
         for spec in copies:
             kind, _, value = spec.partition(":")
+            if kind == "mixed":
+                low, sep, high = value.partition("-")
+                try:
+                    number = (int(low), int(high))
+                except ValueError:
+                    raise ValueError(f"augmentation {spec!r} is not mixed:LOW-HIGH (whole dB, mixed:0-20)") from None
+                if not sep or number[0] > number[1]:
+                    raise ValueError(f"augmentation {spec!r}: the SNR range must be LOW-HIGH with LOW <= HIGH")
+                self.copies.append((kind, number))
+                continue
             try:
                 number = float(value)
             except ValueError:
                 raise ValueError(f"augmentation {spec!r} is not KIND:NUMBER (speed:0.9, pink:15, ...)") from None
             if kind != "speed" and kind not in ("white", "pink", "babble"):
-                raise ValueError(f"unknown augmentation kind {kind!r}; choose speed, white, pink or babble")
+                raise ValueError(f"unknown augmentation kind {kind!r}; choose speed, white, pink, babble or mixed")
             if kind == "speed" and not 0.5 <= number <= 2.0:
                 raise ValueError(f"speed factor {number} is outside 0.5..2")
             self.copies.append((kind, number))
+
+    @staticmethod
+    def condition(path: Path, n: int, snr_range: tuple[int, int]) -> tuple[str, int]:
+        """The (noise kind, SNR dB) of copy `n` of a "mixed" augmentation for one clip."""
+        digest = hashlib.sha1(f"mixed#{n}|{Path(path).stem}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        kind = ("white", "pink", "babble")[int(rng.integers(3))]
+        return kind, int(rng.integers(snr_range[0], snr_range[1] + 1))
 
     def __call__(self, examples: Sequence[Example]) -> list[Example]:
         """The augmented copies of `examples` (not the examples themselves)."""
@@ -210,6 +231,10 @@ class Augmenter:
                 try:
                     if kind == "speed":
                         feats = self.cache.features(e.path, speed=value)
+                    elif kind == "mixed":
+                        noise, snr = self.condition(e.path, n, value)
+                        talkers = babble_talkers(e, pool) if noise == "babble" else []
+                        feats = self.cache.features(e.path, NoiseSpec(noise, snr, seed=100 + n), talkers)
                     else:
                         talkers = babble_talkers(e, pool) if kind == "babble" else []
                         feats = self.cache.features(e.path, NoiseSpec(kind, value, seed=100 + n), talkers)

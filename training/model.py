@@ -12,6 +12,10 @@ exported graph needs nothing else:
    steps 1-2) standardise the values;
 4. optional mean pooling of `subsample` frames (a shorter sequence for the LSTMs).
 
+With `stats`, the window's mean and standard deviation of every standardised value over its
+valid frames (utterance functionals, as openSMILE computes them: spectral shape, pitch level
+and range, voicing ratio, loudness spread) go to the dense layer beside the attention context.
+
 During training only, SpecAugment masks (set by the trainer) are applied after step 3.
 """
 
@@ -24,7 +28,7 @@ import torch
 from torch import nn
 
 __all__ = ["BiLstm", "BiLstmAttention", "Ensemble", "ModelConfig", "SpecAugment", "deltas", "level_groups",
-           "reverse_index", "window_normalise"]
+           "reverse_index", "window_normalise", "window_stats"]
 
 NORMALISATIONS = ("mean", "level", "none")
 
@@ -58,6 +62,7 @@ class ModelConfig:
     level_groups: tuple[tuple[int, int], ...] = ()  # for "level": see level_groups()
     deltas: int = 0           # 0: none, 1: + deltas, 2: + deltas and delta-deltas
     subsample: int = 1        # frames mean-pooled before the LSTMs
+    stats: bool = False       # mean and std of the standardised frames beside the attention context
 
     def __post_init__(self) -> None:
         if self.normalise not in NORMALISATIONS:
@@ -75,6 +80,11 @@ class ModelConfig:
     @property
     def lstm_input_dim(self) -> int:
         return self.input_dim * (1 + self.deltas)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the dense layer's input: the attention context (and the window statistics)."""
+        return 2 * self.hidden2 + (2 * self.lstm_input_dim if self.stats else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,6 +139,16 @@ def deltas(features: torch.Tensor, lengths: torch.Tensor, order: int, width: int
         current = d / norm * mask
         out.append(current)
     return torch.cat(out, dim=-1)
+
+
+def window_stats(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per item, the mean and standard deviation of each dimension over its valid frames:
+    [T, B, D] (padding zero) -> [B, 2D]."""
+    n = lengths.clamp(min=1).to(x.dtype)[:, None]
+    mask = _mask(lengths, x.shape[0], x.dtype)[..., None]
+    mean = x.sum(0) / n
+    var = (((x - mean[None]) * mask) ** 2).sum(0) / n
+    return torch.cat([mean, torch.sqrt(var + 1e-6)], dim=-1)
 
 
 def pool(features: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,7 +241,8 @@ class BiLstmAttention(nn.Module):
         self.lstm2 = BiLstm(2 * c.hidden1, c.hidden2)
         self.drop2 = nn.Dropout(c.dropout)
         self.attention = nn.Linear(2 * c.hidden2, 1)
-        self.dense = nn.Linear(2 * c.hidden2, c.dense)
+        self.stats_drop = nn.Dropout(c.dropout) if c.stats else None
+        self.dense = nn.Linear(c.embedding_dim, c.dense)
         self.out = nn.Linear(c.dense, c.n_classes)
 
     def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -241,13 +262,15 @@ class BiLstmAttention(nn.Module):
         return deltas(x, lengths, c.deltas) if c.deltas else x
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, return_context: bool = False):
-        """(logits, attention), and the pooled attention vector [batch, 2*hidden2] with `return_context`."""
+        """(logits, attention), and with `return_context` the dense layer's input [batch, embedding_dim]
+        (the pooled attention vector, and the window statistics with `stats`)."""
         x = features.transpose(0, 1)  # sequence-major [T, B, D]
         T = x.shape[0]
         mask = _mask(lengths, T, x.dtype)[..., None]
         x = (self.front_end(x, lengths) - self.feature_mean) / self.feature_std * mask
         if self.training and self.spec_augment is not None:
             x = self.spec_augment(x, lengths)
+        stats = self.stats_drop(window_stats(x, lengths)) if self.stats_drop is not None else None
         k = self.config.subsample
         steps = lengths
         if k > 1:
@@ -259,6 +282,8 @@ class BiLstmAttention(nn.Module):
         scores = scores.masked_fill(~valid, float("-inf"))
         alpha = torch.softmax(scores, dim=0)  # over valid steps
         context = (alpha[..., None] * h).sum(0)  # [B, 2*hidden2]
+        if stats is not None:
+            context = torch.cat([context, stats], dim=-1)
         logits = self.out(torch.relu(self.dense(context)))
         if k > 1:  # spread each step's weight over its frames: attention stays per frame
             alpha = alpha.repeat_interleave(k, dim=0)[:T] * mask[..., 0]

@@ -78,6 +78,13 @@ RECIPES["default"] = RECIPES["seed"].derive(
 )
 
 
+def _copy(spec: str) -> str:
+    kind, _, value = spec.partition(":")
+    if kind == "mixed":
+        return f"{spec} (per clip white, pink or babble noise at a random {value.replace('-', ' to ')} dB SNR)"
+    return spec
+
+
 def describe(recipe: Recipe) -> str:
     """One paragraph saying what a recipe does, for model cards and result pages."""
     f, m, t = recipe.features, recipe.model_config(2), recipe.train
@@ -90,6 +97,8 @@ def describe(recipe: Recipe) -> str:
         *(["deltas" + (" and delta-deltas" if m.deltas == 2 else "")] if m.deltas else []),
         *([f"{m.subsample}-frame mean pooling"] if m.subsample > 1 else []),
         f"Bi-LSTM {m.hidden1}/{m.hidden2} + attention + dense {m.dense}, dropout {m.dropout}",
+        *(["the window's mean and standard deviation of every standardised frame value beside the "
+           "attention context"] if m.stats else []),
         f"{'AdamW' if t.weight_decay else 'Adam'} {t.lr:g}" + (f", weight decay {t.weight_decay:g}" if t.weight_decay else "")
         + (", cosine schedule" if t.schedule == "cosine" else ""),
         f"at most {t.max_epochs} epochs, early stopping on validation {t.monitor} (patience {t.patience})",
@@ -98,7 +107,7 @@ def describe(recipe: Recipe) -> str:
         *([f"label smoothing {t.label_smoothing:g}"] if t.label_smoothing else []),
         *([f"SpecAugment {t.spec_augment}"] if any(t.spec_augment) else []),
         *([f"random {t.crop_frames}-frame crops"] if t.crop_frames else []),
-        *([f"extra training copies {', '.join(recipe.augment)}"] if recipe.augment else []),
+        *([f"extra training copies {', '.join(_copy(a) for a in recipe.augment)}"] if recipe.augment else []),
         *([f"an ensemble of {recipe.ensemble} such models (seeds seed..seed+{recipe.ensemble - 1}) whose "
            "probabilities are averaged inside one exported graph"] if recipe.ensemble > 1 else []),
     ]

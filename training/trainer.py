@@ -229,7 +229,7 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
         dims = {len(e.target_embedding) for e in train if e.target_embedding is not None}
         if len(dims) != 1:
             raise ValueError("embed_distill needs training examples with teacher embeddings of one size")
-        projection = nn.Linear(2 * model_config.hidden2, dims.pop()).to(device)
+        projection = nn.Linear(model_config.embedding_dim, dims.pop()).to(device)
     if config.distill > 0 and not any(e.soft is not None for e in train):
         raise ValueError("distill needs training examples with teacher targets (Example.soft)")
     params = list(model.parameters()) + (list(projection.parameters()) if projection is not None else [])

@@ -98,6 +98,14 @@ def test_the_command_runs_resumes_and_writes_the_page(corpora, tmp_path, monkeyp
     assert "0 to run" in capsys.readouterr().out
     assert [p.stat().st_mtime_ns for p in runs] == mtimes
 
+    # --tasks runs only the protocols named
+    only = tmp_path / "only"
+    assert comparison.main([str(only) if a == str(out) else a for a in argv] + ["--tasks", "joint"]) == 0
+    assert {p.name.split("-")[0] for p in (only / "runs" / "ser-edge").glob("*.json")} == {"joint"}
+    with pytest.raises(SystemExit):
+        comparison.main(argv + ["--tasks", "nope"])
+    assert "unknown tasks ['nope']" in capsys.readouterr().err
+
     # a run scored on other clips than the folds is refused, not silently mixed in
     record["test"] = record["test"][::-1]
     runs[0].write_text(json.dumps(record))

@@ -364,6 +364,11 @@ def test_mixed_noise_copies_draw_a_kind_and_snr_per_clip_reproducibly(tmp_path):
         if kind != "babble":  # babble's voices come from babble_talkers; the other kinds are checked exactly
             np.testing.assert_array_equal(c.features, cache.features(e.path, NoiseSpec(kind, snr, seed=100)))
         assert not np.allclose(c.features, e.features)
+    # One speaker only: no babble can be made; mixed copies use pink instead, babble copies are left out.
+    alone = [Example(e.features, e.label, "s0", e.path) for e in examples]
+    assert len(Augmenter(cache, ["mixed:0-20"])(alone)) == 6
+    with pytest.warns(UserWarning, match="no other speaker"):
+        assert Augmenter(cache, ["babble:10"])(alone) == []
     for bad in ("mixed:20-0", "mixed:0", "mixed:a-b"):
         with pytest.raises(ValueError, match="mixed"):
             Augmenter(cache, [bad])

@@ -634,6 +634,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--draws", type=int, default=3,
                         help="draws of the added target clips per adaptation setting (0: no adaptation protocol)")
     parser.add_argument("--table-only", action="store_true", help="run nothing; write the page from OUT/runs")
+    parser.add_argument("--tasks", nargs="*", default=None, metavar="TASK",
+                        help="run only these protocols (names as in OUT/folds.json, e.g. joint loco-urdu "
+                             "zeroshot-emodb-to-urdu), in the order given; the page still shows every protocol")
     parser.add_argument("--max-epochs", type=int, default=None, help=argparse.SUPPRESS)  # quick checks only
     args = parser.parse_args(argv)
     paths = {n: getattr(args, n) for n in READERS}
@@ -657,12 +660,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from ser_edge.training.anchors import ANCHORS
 
             systems = ["ser-edge"] + [a for a in ANCHORS if "whisper" not in a or args.whisper]
+        chosen = tasks
+        if args.tasks is not None:
+            unknown = [n for n in args.tasks if n not in by_name]
+            if unknown:
+                parser.error(f"unknown tasks {unknown}; choose from {', '.join(by_name)}")
+            chosen = [by_name[n] for n in args.tasks]
         if "ser-edge" in systems:
             # Adaptation cells vary by draw (each draw trains with its own data): one seed there.
-            jobs = [(t.name, s, seed, args.recipe) for t in tasks for seed in (args.seeds[:1] if t.kind == "adapt"
-                                                                                else args.seeds)
+            jobs = [(t.name, s, seed, args.recipe) for t in chosen for seed in (args.seeds[:1] if t.kind == "adapt"
+                                                                                 else args.seeds)
                     for s in range(len(t.splits))]
-            jobs.sort(key=lambda j: -len(by_name[j[0]].splits[j[1]][0]))  # longest first
+            if args.tasks is None:
+                jobs.sort(key=lambda j: -len(by_name[j[0]].splits[j[1]][0]))  # longest first
             run_jobs(jobs, by_name, runs, args.jobs, args.device,
                      overrides={"max_epochs": args.max_epochs} if args.max_epochs else None)
             sample = [c for clips in corpora.values() for c in clips[:: max(1, len(clips) // 20)]]
@@ -670,7 +680,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if key not in costs:  # measured with the bundled model, the recipe's shipped form
                 costs[key] = ser_edge_cost(args.recipe, sample)
         for anchor in [s for s in systems if s != "ser-edge"]:
-            run_anchor_system(anchor, tasks, corpora, runs, costs, args.whisper)
+            run_anchor_system(anchor, chosen, corpora, runs, costs, args.whisper)
         costs_path.write_text(json.dumps(costs, indent=2))
     summary = summarise(tasks, collect(runs, tasks))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))

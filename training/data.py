@@ -110,24 +110,29 @@ class FeatureCache:
 
             samples = soxr.resample(samples, self.config.sample_rate * speed, self.config.sample_rate)
         if noise is not None:
-            # The seed covers the file's stem so that each clip gets its own noise, reproducibly
-            # (the same for a clip stored as WAV or FLAC).
-            seed = int.from_bytes(hashlib.sha1(f"{noise.key()}|{Path(path).stem}".encode()).digest()[:8], "little")
-            rng = np.random.default_rng(seed)
-            voices = []
-            for talker in talkers if noise.kind == "babble" else []:
-                # An unreadable talker is left out of the babble rather than losing the clip:
-                # the noisy examples must stay aligned with the clean ones.
-                with contextlib.suppress(AudioError):
-                    voices.append(load(talker, self.config.sample_rate))
-            samples = mix_at_snr(samples, make_noise(noise.kind, len(samples), rng, voices), noise.snr_db,
-                                 self.config.sample_rate)
+            samples = noisy(samples, path, noise, talkers, self.config.sample_rate)
         feats = extract(samples, self.config)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, feats)
         os.replace(tmp, target)
         return feats
+
+
+def noisy(samples: np.ndarray, path: Path, noise: NoiseSpec, talkers: Sequence[Path] = (),
+          sample_rate: int = 16000) -> np.ndarray:
+    """The recording `samples` (of the file `path`) with `noise` mixed in at its SNR; babble
+    is made of the `talkers` recordings. The noise is seeded by the spec and the file's stem,
+    so each clip gets its own, reproducibly (the same for a clip stored as WAV or FLAC)."""
+    seed = int.from_bytes(hashlib.sha1(f"{noise.key()}|{Path(path).stem}".encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    voices = []
+    for talker in talkers if noise.kind == "babble" else []:
+        # An unreadable talker is left out of the babble rather than losing the clip:
+        # the noisy examples must stay aligned with the clean ones.
+        with contextlib.suppress(AudioError):
+            voices.append(load(talker, sample_rate))
+    return mix_at_snr(samples, make_noise(noise.kind, len(samples), rng, voices), noise.snr_db, sample_rate)
 
 
 def babble_talkers(clip: Clip | Example, pool: Sequence[Clip | Example], count: int = 5) -> list[Path]:
@@ -185,7 +190,8 @@ class Augmenter:
     ("white:20", "pink:15", "babble:10": kind and SNR in dB; babble made of clips of five
     other speakers among the examples given), or multi-condition ("mixed:0-20": each clip
     gets its own noise kind, white, pink or babble, and a whole-dB SNR drawn uniformly from
-    the range, reproducibly from the clip's name and the copy's place in the list).
+    the range, reproducibly from the clip's name and the copy's place in the list; pink
+    where babble is drawn but the examples hold no other speaker).
     Copies keep their clip's label and speaker; a copy that cannot be made is left out with
     a warning."""
 
@@ -234,9 +240,15 @@ class Augmenter:
                     elif kind == "mixed":
                         noise, snr = self.condition(e.path, n, value)
                         talkers = babble_talkers(e, pool) if noise == "babble" else []
+                        if noise == "babble" and not talkers:
+                            noise = "pink"  # no other speaker to make babble of: the other coloured noise
                         feats = self.cache.features(e.path, NoiseSpec(noise, snr, seed=100 + n), talkers)
                     else:
                         talkers = babble_talkers(e, pool) if kind == "babble" else []
+                        if kind == "babble" and not talkers:
+                            warnings.warn(f"no babble copy of {e.path}: no other speaker among the training clips",
+                                          stacklevel=2)
+                            continue
                         feats = self.cache.features(e.path, NoiseSpec(kind, value, seed=100 + n), talkers)
                 except AudioError as err:
                     warnings.warn(f"no {kind} copy of {e.path}: {err}", stacklevel=2)

@@ -50,10 +50,11 @@ def test_noise_sweep_on_real_held_out_recordings(tmp_path):
     result = json.loads((tmp_path / "out" / "robustness.json").read_text())
     entry = result["by_corpus"]["emodb"]
     assert entry["clips"] == 10 and set(result["kinds"]) == {"white", "pink", "babble"}
-    clean = entry["clean"]
-    for kind in ("white", "pink", "babble"):
-        assert abs(entry[f"{kind}@40"] - clean) <= 0.15, (kind, entry)
-    assert entry["white@-10"] != clean or entry["white@-10_no_speech"] > 0
+    clean, labels = entry["clean"], result["labels"]
+    assert labels["clean"] == [r["int8"] for r in rows]
+    for kind in ("white", "pink", "babble"):  # 40 dB below the speech: (nearly) the clean labels
+        assert sum(a == b for a, b in zip(labels[f"{kind}@40"], labels["clean"])) >= 8, (kind, labels)
+    assert sum(a == b for a, b in zip(labels["white@-10"], labels["clean"])) <= 5, labels
     card = (models / "MODEL_CARD.md").read_text()
     assert "## In noise" in card and card.index("## In noise") < card.index("## Recipe")
     assert np.isclose(clean, uar_with_misses([r["true"] for r in rows], [r["int8"] for r in rows],

@@ -80,7 +80,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 talkers = babble_talkers(clip, pools[clip.corpus]) if kind == "babble" else []
                 p = rec.predict(noisy(samples, clip.path, NoiseSpec(kind, snr), talkers), 16000)
                 pred[(kind, snr)][i] = p.label if p.windows else None
-    result: dict = {"clips": len(rows), "snr_db": list(args.snr), "kinds": list(NOISE_KINDS), "by_corpus": {}}
+    result: dict = {"clips": len(rows), "snr_db": list(args.snr), "kinds": list(NOISE_KINDS), "by_corpus": {},
+                    "labels": {"clip": [r["clip"] for r in rows], "clean": [r["int8"] for r in rows],
+                               **{f"{k}@{snr:g}": pred[(k, snr)] for k, snr in conditions}}}
     for corpus in sorted({r["corpus"] for r in rows}):
         sel = [i for i, r in enumerate(rows) if r["corpus"] == corpus]
         true = [rows[i]["true"] for i in sel]
@@ -90,7 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             entry[f"{kind}@{snr:g}_no_speech"] = sum(pred[(kind, snr)][i] is None for i in sel)
         result["by_corpus"][corpus] = entry
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "robustness.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "robustness.json").write_text(json.dumps(result) + "\n")
     text = section(result, {c: TITLES[c] for c in result["by_corpus"]})
     (args.out / "ROBUSTNESS.md").write_text("# The bundled model in noise\n\n" + text + "\n")
     card_path = args.models / "MODEL_CARD.md"
@@ -111,10 +113,8 @@ def section(result: dict, titles: dict[str, str]) -> str:
     worst = max(at10, key=lambda x: x[2]) if at10 else None
     summary = (f" At 10 dB the largest drop from the clean figure is {100 * worst[2]:.1f} points "
                f"({worst[1]} noise, {titles[worst[0]]})." if worst else "")
-    lost = [f"{titles[c]} {k} {s:g} dB: {e[f'{k}@{s:g}_no_speech']}" for c, e in result["by_corpus"].items()
-            for k in kinds for s in snrs if e.get(f"{k}@{s:g}_no_speech")]
-    summary += (" Recordings in which the voice-activity gate found no speech (counted wrong): "
-                + "; ".join(lost) + "." if lost else " The voice-activity gate found speech in every noisy recording.")
+    lost = ["| " + titles[c] + f" | {e['clips']} | " + " | ".join(str(e[f"{k}@{s:g}_no_speech"]) for k in kinds for s in snrs)
+            + " |" for c, e in result["by_corpus"].items()]
     return f"""
 The same held-out recordings and fold models as above, each mixed with white, pink or babble
 noise (five other speakers of its corpus) at the SNRs below, measured over speech, and scored
@@ -123,6 +123,12 @@ through the shipped path (UAR %, int8; a recording with no speech window counts 
 {header}
 {rule}
 {chr(10).join(lines)}
+
+Recordings in which the voice-activity gate found no speech (so no label):
+
+{header.replace("| clean |", "| clips |")}
+{rule}
+{chr(10).join(lost)}
 
 `python -m ser_edge.training.robustness` (run by the bundle command); results/robustness/.
 """

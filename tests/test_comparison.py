@@ -186,3 +186,30 @@ def test_a_development_row_gets_one_noisy_mean_per_kind_over_the_same_six_column
     assert scores["mean white 10 dB"] == [pytest.approx((3 * 0.3 + 3 * 0.3) / 6)]
     del summary["dev-cross-urdu"]["s"]["noise"]  # a row scored clean only has no noisy means
     assert not any(k.endswith("10 dB") for k in ablation.row_scores(tasks, summary, "s"))
+
+
+def test_the_clean_plus_noise_rule_can_choose_a_row_that_is_worse_clean(tmp_path):
+    from types import SimpleNamespace
+
+    from ser_edge.training import ablation
+
+    tasks = [SimpleNamespace(name=n) for n in ("dev-joint", "dev-cross-emodb", "dev-cross-ravdess", "dev-cross-urdu")]
+
+    def entries(clean, noisy):
+        kinds = ("babble", "pink", "white")
+        out = {"dev-joint": {"by_corpus": {c: [clean] for c in ("emodb", "ravdess", "urdu")},
+                             "noise_by_corpus": {k: {c: [noisy] for c in ("emodb", "ravdess", "urdu")} for k in kinds}}}
+        for c in ("emodb", "ravdess", "urdu"):
+            out[f"dev-cross-{c}"] = {"uar": [clean], "noise": {k: [noisy] for k in kinds}}
+        return out
+
+    summary: dict = {}
+    for system, (clean, noisy) in {"ser-edge (level-no-deltas)": (0.45, 0.25),
+                                   "ser-edge (multicond)": (0.43, 0.33)}.items():
+        for task, entry in entries(clean, noisy).items():
+            summary.setdefault(task, {})[system] = entry
+    rows = ["level-no-deltas", "multicond"]
+    assert ablation.write_table(tasks, summary, rows, tmp_path / "a", "clean")[1] == "level-no-deltas"
+    text, best = ablation.write_table(tasks, summary, rows, tmp_path / "b", "clean+noise")
+    assert best == "multicond" and "| score |" in text and "mean white 10 dB" in text
+    assert json.loads((tmp_path / "b" / "choice.json").read_text())["rule"] == "clean+noise"

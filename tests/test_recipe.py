@@ -282,15 +282,20 @@ def test_early_stopping_stops_after_patience_epochs_and_returns_the_best_weights
     assert len(longer.history) == 4 and longer.best_epoch == 1
 
 
-def test_speed_copies_change_the_duration_and_noise_copies_do_not(tmp_path):
+def _noise_files(tmp_path, n: int, samples: int):
+    """`n` WAV files of white noise (16 kHz, `samples` long) and a log-mel feature cache beside them."""
     import soundfile as sf
 
     rng = np.random.default_rng(0)
     paths = []
-    for i in range(2):
+    for i in range(n):
         paths.append(tmp_path / f"c{i}.wav")
-        sf.write(paths[-1], 0.1 * rng.standard_normal(16000), 16000)
-    cache = FeatureCache(FeatureConfig.preset("logmel"), root=tmp_path / "cache")
+        sf.write(paths[-1], 0.1 * rng.standard_normal(samples), 16000)
+    return paths, FeatureCache(FeatureConfig.preset("logmel"), root=tmp_path / "cache")
+
+
+def test_speed_copies_change_the_duration_and_noise_copies_do_not(tmp_path):
+    paths, cache = _noise_files(tmp_path, 2, 16000)
     examples = [Example(cache.features(p), i, f"s{i}", p) for i, p in enumerate(paths)]
     copies = Augmenter(cache, ["speed:0.8", "speed:1.25", "pink:10", "babble:10"])(examples)
     assert len(copies) == 8
@@ -342,16 +347,9 @@ def test_window_statistics_reach_the_dense_layer_and_the_embedding():
 
 
 def test_mixed_noise_copies_draw_a_kind_and_snr_per_clip_reproducibly(tmp_path):
-    import soundfile as sf
-
     from ser_edge.training.data import NoiseSpec
 
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(6):
-        paths.append(tmp_path / f"c{i}.wav")
-        sf.write(paths[-1], 0.1 * rng.standard_normal(12000), 16000)
-    cache = FeatureCache(FeatureConfig.preset("logmel"), root=tmp_path / "cache")
+    paths, cache = _noise_files(tmp_path, 6, 12000)
     examples = [Example(cache.features(p), i % 2, f"s{i}", p) for i, p in enumerate(paths)]
     copies = Augmenter(cache, ["mixed:0-20", "mixed:5-5"])(examples)
     assert len(copies) == 12

@@ -38,7 +38,7 @@ from ser_edge.training.comparison import TITLES, _speaker_folds, clip_id, read_c
 from ser_edge.training.corpora import SHARED_LABELS, to_shared
 from ser_edge.training.data import FeatureCache, load_examples
 from ser_edge.training.export import export_onnx, quantise_int8
-from ser_edge.training.metrics import report
+from ser_edge.training.metrics import report_with_misses
 from ser_edge.training.protocols import fit_ensemble, training_split
 from ser_edge.training.recipes import describe, get_recipe
 from ser_edge.training.splits import DEVELOPMENT_SPEAKERS, is_development
@@ -116,10 +116,7 @@ def main() -> int:
     def uar(corpus: str, key: str) -> dict:
         sel = [r for r in rows if r["corpus"] == corpus]
         # A recording with no speech window gets no label: it counts as wrong.
-        pred = [labels.index(r[key]) if r[key] in labels else -1 for r in sel]
-        true = [labels.index(r["true"]) for r in sel]
-        ok = [p if p >= 0 else (t + 1) % len(labels) for p, t in zip(pred, true)]
-        return report(true, ok, labels) | {"no_speech": pred.count(-1)}
+        return report_with_misses([r["true"] for r in sel], [r[key] for r in sel], labels)
 
     scores = {c: {k: uar(c, k) for k in ("torch_whole_clip", "fp32", "int8")} for c in sorted(corpora)}
     agreement = float(np.mean([r["fp32"] == r["int8"] for r in rows]))

@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["ece", "fit_temperature", "set_temperature", "tempered"]
+__all__ = ["ece", "fit_temperature", "fold_recognizers", "held_out_clips", "set_temperature", "tempered"]
 
 
 def tempered(windows: np.ndarray, temperature: float) -> np.ndarray:
@@ -140,10 +140,31 @@ def _plot(before: list[dict], after: list[dict], path: Path, titles: tuple[str, 
     plt.close(fig)
 
 
+def held_out_clips(card_scores: Path, corpora: dict) -> tuple[list[dict], dict]:
+    """The bundle's held-out rows (clip id, corpus, true label, fold, int8 label...) from its
+    card_scores.json, and {clip id: Clip} of the corpora given; every row's clip must be there."""
+    from ser_edge.training.comparison import clip_id
+
+    rows = json.loads(Path(card_scores).read_text())["clips"]
+    by_id = {clip_id(c): c for clips in corpora.values() for c in clips}
+    missing = [r["clip"] for r in rows if r["clip"] not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} clips of {card_scores} are not in the corpora given (first: {missing[0]})")
+    return rows, by_id
+
+
+def fold_recognizers(work: Path, rows: Sequence[dict]):
+    """(Recognizer of fold N's int8 model in `work`, the indices of the rows held out by it), fold by fold."""
+    from ser_edge.recognizer import Recognizer
+
+    for fold in sorted({r["fold"] for r in rows}):
+        yield (Recognizer(Path(work) / f"fold{fold}.int8.onnx", threads=1),
+               [i for i, r in enumerate(rows) if r["fold"] == fold])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from ser_edge.model import DEFAULT_MODEL
-    from ser_edge.recognizer import Recognizer
-    from ser_edge.training.comparison import READERS, clip_id, read_corpora
+    from ser_edge.training.comparison import READERS, read_corpora
     from ser_edge.training.corpora import SHARED_LABELS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -152,19 +173,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("build/default-model"))
     parser.add_argument("--out", type=Path, default=Path("results/calibration"))
     args = parser.parse_args(argv)
-    card = json.loads((DEFAULT_MODEL.parent / "card_scores.json").read_text())
     labels = list(SHARED_LABELS)  # the bundled model's classes, in its order
     corpora = read_corpora({n: getattr(args, n) for n in READERS}, "default", log=lambda s: None)
-    paths = {clip_id(c): c.path for clips in corpora.values() for c in clips}
-    rows = card["clips"]
+    try:
+        rows, by_id = held_out_clips(DEFAULT_MODEL.parent / "card_scores.json", corpora)
+    except ValueError as err:
+        parser.error(str(err))
     windows: list[Optional[np.ndarray]] = [None] * len(rows)
-    for fold in sorted({r["fold"] for r in rows}):
-        rec = Recognizer(args.work / f"fold{fold}.int8.onnx", threads=1)
-        for i, r in enumerate(rows):
-            if r["fold"] == fold:
-                p = rec.predict_file(paths[r["clip"]])
-                if p.windows:
-                    windows[i] = np.array([[w.probabilities[lab] for lab in labels] for w in p.windows])
+    for rec, held_out in fold_recognizers(args.work, rows):
+        for i in held_out:
+            p = rec.predict_file(by_id[rows[i]["clip"]].path)
+            if p.windows:
+                windows[i] = np.array([[w.probabilities[lab] for lab in labels] for w in p.windows])
     keep = [i for i, w in enumerate(windows) if w is not None]  # clips without speech have no probabilities
     y = np.array([labels.index(rows[i]["true"]) for i in keep])
     folds = np.array([rows[i]["fold"] for i in keep])

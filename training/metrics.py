@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["confusion_matrix", "report"]
+__all__ = ["confusion_matrix", "report", "report_with_misses"]
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
@@ -46,3 +46,11 @@ def report(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) 
         "labels": list(labels),
         "confusion": cm.tolist(),
     }
+
+
+def report_with_misses(true: Sequence[str], pred: Sequence[Optional[str]], labels: Sequence[str]) -> dict:
+    """`report` by label names, where a prediction that is not one of `labels` (None: no
+    speech found, so no label) counts as wrong; "no_speech" counts those."""
+    t = [labels.index(x) for x in true]
+    p = [labels.index(x) if x in labels else (y + 1) % len(labels) for x, y in zip(pred, t)]
+    return report(t, p, labels) | {"no_speech": sum(x not in labels for x in pred)}

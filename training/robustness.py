@@ -21,21 +21,11 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 
-__all__ = ["SNRS", "main", "section", "uar_with_misses"]
+__all__ = ["SNRS", "main", "section"]
 
 #: SNRs of the sweep, in dB (10 dB is the comparison's robustness column).
 SNRS = (20.0, 10.0, 5.0, 0.0)
-
-
-def uar_with_misses(true: Sequence[str], pred: Sequence[Optional[str]], labels: Sequence[str]) -> float:
-    """UAR where a recording without a label (no speech found) counts as wrong."""
-    from ser_edge.training.metrics import report
-
-    t = [labels.index(x) for x in true]
-    p = [labels.index(x) if x in labels else (y + 1) % len(labels) for x, y in zip(pred, t)]
-    return float(report(t, p, labels)["uar"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -43,11 +33,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from ser_edge.audio import load
     from ser_edge.model import DEFAULT_MODEL
-    from ser_edge.recognizer import Recognizer
-    from ser_edge.training.calibration import with_section
-    from ser_edge.training.comparison import READERS, TITLES, clip_id, read_corpora
+    from ser_edge.training.calibration import fold_recognizers, held_out_clips, with_section
+    from ser_edge.training.comparison import READERS, TITLES, read_corpora
     from ser_edge.training.corpora import SHARED_LABELS
     from ser_edge.training.data import NoiseSpec, babble_talkers, noisy
+    from ser_edge.training.metrics import report_with_misses
     from ser_edge.training.noise import NOISE_KINDS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -59,26 +49,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--models", type=Path, default=DEFAULT_MODEL.parent,
                         help="folder of card_scores.json and MODEL_CARD.md (default: the bundled model's)")
     args = parser.parse_args(argv)
-    card = json.loads((args.models / "card_scores.json").read_text())
     labels = list(SHARED_LABELS)
     corpora = read_corpora({n: getattr(args, n) for n in READERS}, "default", log=lambda s: None)
-    by_id = {clip_id(c): c for clips in corpora.values() for c in clips}
-    rows = card["clips"]
-    missing = [r["clip"] for r in rows if r["clip"] not in by_id]
-    if missing:
-        parser.error(f"{len(missing)} clips of card_scores.json are not in the corpora given (first: {missing[0]})")
-    pools = {name: clips for name, clips in corpora.items()}
+    try:
+        rows, by_id = held_out_clips(args.models / "card_scores.json", corpora)
+    except ValueError as err:
+        parser.error(str(err))
     conditions = [(kind, snr) for kind in NOISE_KINDS for snr in args.snr]
     pred: dict[tuple[str, float], list[Optional[str]]] = {c: [None] * len(rows) for c in conditions}
-    for fold in sorted({r["fold"] for r in rows}):
-        rec = Recognizer(args.work / f"fold{fold}.int8.onnx", threads=1)
-        mine = [i for i, r in enumerate(rows) if r["fold"] == fold]
-        for i in track(mine, description=f"fold {fold}", transient=True):
+    for rec, held_out in fold_recognizers(args.work, rows):
+        for i in track(held_out, description=f"fold {rows[held_out[0]]['fold']}", transient=True):
             clip = by_id[rows[i]["clip"]]
             samples = load(clip.path, 16000)
+            talkers = babble_talkers(clip, corpora[clip.corpus])
             for kind, snr in conditions:
-                talkers = babble_talkers(clip, pools[clip.corpus]) if kind == "babble" else []
-                p = rec.predict(noisy(samples, clip.path, NoiseSpec(kind, snr), talkers), 16000)
+                p = rec.predict(noisy(samples, clip.path, NoiseSpec(kind, snr), talkers if kind == "babble" else []),
+                                16000)
                 pred[(kind, snr)][i] = p.label if p.windows else None
     result: dict = {"clips": len(rows), "snr_db": list(args.snr), "kinds": list(NOISE_KINDS), "by_corpus": {},
                     "labels": {"clip": [r["clip"] for r in rows], "clean": [r["int8"] for r in rows],
@@ -86,9 +72,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for corpus in sorted({r["corpus"] for r in rows}):
         sel = [i for i, r in enumerate(rows) if r["corpus"] == corpus]
         true = [rows[i]["true"] for i in sel]
-        entry = {"clips": len(sel), "clean": uar_with_misses(true, [rows[i]["int8"] for i in sel], labels)}
+        entry = {"clips": len(sel), "clean": report_with_misses(true, [rows[i]["int8"] for i in sel], labels)["uar"]}
         for kind, snr in conditions:
-            entry[f"{kind}@{snr:g}"] = uar_with_misses(true, [pred[(kind, snr)][i] for i in sel], labels)
+            entry[f"{kind}@{snr:g}"] = report_with_misses(true, [pred[(kind, snr)][i] for i in sel], labels)["uar"]
             entry[f"{kind}@{snr:g}_no_speech"] = sum(pred[(kind, snr)][i] is None for i in sel)
         result["by_corpus"][corpus] = entry
     args.out.mkdir(parents=True, exist_ok=True)

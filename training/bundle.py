@@ -18,6 +18,9 @@
 4. Noise (training/robustness.py): the folds' held-out recordings mixed with white, pink
    and babble noise at 20, 10, 5 and 0 dB, scored through the shipped path; the card gets
    its "In noise" section.
+
+`--rescore` trains nothing: after a change of the runtime it scores the held-out recordings
+again with the fold models of a finished build (--work) and redoes steps 3 and 4.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import argparse
 import json
 import platform
 import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -54,19 +59,96 @@ LICENCES = {
 }
 
 
-def _recognizer_scores(path: Path, clips) -> list[dict]:
+def _score_shipped_path(work: Path, fold: int, rows: list[dict], clips) -> None:
+    """Score one fold's held-out clips through `Recognizer` with its fp32 and int8 models in
+    `work`; the labels (None: no speech found), int8 probabilities and window counts go into `rows`."""
     from ser_edge.recognizer import Recognizer
 
-    rec = Recognizer(path, threads=1)
-    out = []
-    for clip in clips:
-        p = rec.predict_file(clip.path)
-        out.append({"label": p.label, "probabilities": {k: round(v, 4) for k, v in p.probabilities.items()},
-                    "windows": len(p.windows)})
-    return out
+    for precision, path in (("fp32", work / f"fold{fold}.onnx"), ("int8", work / f"fold{fold}.int8.onnx")):
+        rec = Recognizer(path, threads=1)
+        for row, clip in zip(rows, clips):
+            p = rec.predict_file(clip.path)
+            row[precision] = p.label
+            if precision == "int8":
+                row["int8_probabilities"] = {k: round(v, 4) for k, v in p.probabilities.items()}
+                row["windows"] = len(p.windows)
 
 
-def main() -> int:
+def _held_out_scores(rows: list[dict], labels: list[str]) -> tuple[dict, float]:
+    """Per corpus and scoring path, the metrics of the held-out rows; fp32/int8 label agreement."""
+    def report(corpus: str, key: str) -> dict:
+        sel = [r for r in rows if r["corpus"] == corpus]
+        # A recording with no speech window gets no label: it counts as wrong.
+        return report_with_misses([r["true"] for r in sel], [r[key] for r in sel], labels)
+
+    scores = {c: {k: report(c, k) for k in ("torch_whole_clip", "fp32", "int8")}
+              for c in sorted({r["corpus"] for r in rows})}
+    return scores, float(np.mean([r["fp32"] == r["int8"] for r in rows]))
+
+
+QUALITY_HEADER = ("| held-out speakers of | clips | UAR torch, whole clip | UAR fp32, shipped path | "
+                  "UAR int8, shipped path | WA int8 | macro-F1 int8 | no speech found |")
+
+
+def _quality_table(rows: list[dict], scores: dict, agreement: float) -> str:
+    """The card's held-out table, the fp32/int8 agreement and the per-class recalls."""
+    def row(c: str) -> str:
+        s = scores[c]
+        return (f"| {TITLES[c]} | {sum(1 for r in rows if r['corpus'] == c)} | {100 * s['torch_whole_clip']['uar']:.1f} | "
+                f"{100 * s['fp32']['uar']:.1f} | {100 * s['int8']['uar']:.1f} | {100 * s['int8']['wa']:.1f} | "
+                f"{100 * s['int8']['macro_f1']:.1f} | {s['int8']['no_speech']} |")
+
+    per_class = {TITLES[c]: {lab: round(100 * v["recall"], 1) for lab, v in scores[c]["int8"]["per_class"].items()}
+                 for c in scores}
+    return f"""{QUALITY_HEADER}
+|---|---:|---:|---:|---:|---:|---:|---:|
+{chr(10).join(row(c) for c in scores)}
+
+int8 and fp32 give the same label to {100 * agreement:.1f} % of the held-out recordings.
+Per-class recall (int8): {json.dumps(per_class)}."""
+
+
+def rescore(args: argparse.Namespace) -> int:
+    """Score the held-out recordings again through the shipped path with the fold models already
+    in `args.work` (after a change of the runtime: the voice-activity gate, windowing), without
+    training: card_scores.json and the card's held-out table, calibration and noise sections."""
+    from ser_edge.training.calibration import held_out_clips
+
+    card_scores = MODELS / "card_scores.json"
+    missing = [p for p in [card_scores, MODELS / "MODEL_CARD.md"] + [
+        args.work / f"fold{n}{ext}" for n in range(1, args.folds + 1) for ext in (".onnx", ".int8.onnx")]
+        if not p.is_file()]
+    if missing:
+        print(f"error: --rescore needs a finished build; missing {missing[0]} (run the bundle command "
+              "without --rescore first)", file=sys.stderr)
+        return 2
+    corpora = read_corpora({"urdu": args.urdu, "emodb": args.emodb, "ravdess": args.ravdess}, args.recipe)
+    try:
+        rows, by_id = held_out_clips(card_scores, corpora)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for fold in sorted({r["fold"] for r in rows}):
+        mine = [r for r in rows if r["fold"] == fold]
+        _score_shipped_path(args.work, fold, mine, [by_id[r["clip"]] for r in mine])
+    saved = json.loads(card_scores.read_text())
+    scores, agreement = _held_out_scores(rows, list(SHARED_LABELS))
+    saved["summary"].update({"uar_int8": {c: round(s["int8"]["uar"], 4) for c, s in scores.items()},
+                             "uar_fp32": {c: round(s["fp32"]["uar"], 4) for c, s in scores.items()},
+                             "int8_fp32_agreement": round(agreement, 4)})
+    saved.update({"scores": scores, "clips": rows})
+    card_scores.write_text(json.dumps(saved, indent=1) + "\n")
+    card_path = MODELS / "MODEL_CARD.md"
+    card = card_path.read_text()
+    start = card.index(QUALITY_HEADER)
+    end = card.index("\n", card.index("Per-class recall (int8):", start))
+    card_path.write_text(card[:start] + _quality_table(rows, scores, agreement) + card[end:])
+    _calibrate_and_test_in_noise(args)
+    print(card_path.read_text())
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Build the bundled default model and its card.")
     parser.add_argument("--urdu", type=Path, required=True)
     parser.add_argument("--emodb", type=Path, required=True)
@@ -78,7 +160,12 @@ def main() -> int:
     parser.add_argument("--recipe", default="default", help="Training recipe (see ser_edge.training.recipes).")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (1: see the README)")
     parser.add_argument("--max-epochs", type=int, default=None, help=argparse.SUPPRESS)  # quick checks only
-    args = parser.parse_args()
+    parser.add_argument("--rescore", action="store_true",
+                        help="train nothing: score the held-out recordings again with the fold models in --work "
+                             "(after a runtime change) and update the card, calibration and noise sections")
+    args = parser.parse_args(argv)
+    if args.rescore:
+        return rescore(args)
     torch.set_num_threads(args.threads)
     start = time.time()
     quick = {"max_epochs": args.max_epochs} if args.max_epochs else {}
@@ -104,22 +191,12 @@ def main() -> int:
         fp32 = export_onnx(model, config, labels, args.work / f"fold{n}.onnx")
         int8 = quantise_int8(fp32, args.work / f"fold{n}.int8.onnx")
         whole = predict(model, test)
-        shipped = {"fp32": _recognizer_scores(fp32, [clips[i] for i in test_idx]),
-                   "int8": _recognizer_scores(int8, [clips[i] for i in test_idx])}
         for j, i in enumerate(test_idx):
             rows.append({"clip": clip_id(clips[i]), "corpus": clips[i].corpus, "speaker": clips[i].speaker,
-                         "true": clips[i].label, "fold": n, "torch_whole_clip": labels[int(whole[j].argmax())],
-                         "fp32": shipped["fp32"][j]["label"], "int8": shipped["int8"][j]["label"],
-                         "int8_probabilities": shipped["int8"][j]["probabilities"],
-                         "windows": shipped["int8"][j]["windows"]})
+                         "true": clips[i].label, "fold": n, "torch_whole_clip": labels[int(whole[j].argmax())]})
+        _score_shipped_path(args.work, n, rows[-len(test_idx):], [clips[i] for i in test_idx])
 
-    def uar(corpus: str, key: str) -> dict:
-        sel = [r for r in rows if r["corpus"] == corpus]
-        # A recording with no speech window gets no label: it counts as wrong.
-        return report_with_misses([r["true"] for r in sel], [r[key] for r in sel], labels)
-
-    scores = {c: {k: uar(c, k) for k in ("torch_whole_clip", "fp32", "int8")} for c in sorted(corpora)}
-    agreement = float(np.mean([r["fp32"] == r["int8"] for r in rows]))
+    scores, agreement = _held_out_scores(rows, labels)
 
     print("training the shipped model on all clips", flush=True)
     splits = [training_split(examples, recipe.train.seed + k) for k in range(recipe.ensemble)]
@@ -148,14 +225,6 @@ def main() -> int:
     (MODELS / "card_scores.json").write_text(json.dumps({"summary": summary, "scores": scores, "clips": rows},
                                                         indent=1) + "\n")
 
-    def row(c):
-        s = scores[c]
-        return (f"| {TITLES[c]} | {sum(1 for r in rows if r['corpus'] == c)} | {100 * s['torch_whole_clip']['uar']:.1f} | "
-                f"{100 * s['fp32']['uar']:.1f} | {100 * s['int8']['uar']:.1f} | {100 * s['int8']['wa']:.1f} | "
-                f"{100 * s['int8']['macro_f1']:.1f} | {s['int8']['no_speech']} |")
-
-    per_class = {TITLES[c]: {lab: round(100 * v["recall"], 1) for lab, v in scores[c]["int8"]["per_class"].items()}
-                 for c in scores}
     data_lines = "\n".join(
         f"- {LICENCES[c]}: {summary['corpora'][c]['clips']} clips of {', '.join(labels)} "
         f"({', '.join(f'{k} {v}' for k, v in sorted(counts[c].items()))}), {speakers[c]} speakers."
@@ -187,12 +256,7 @@ would score it: the voice-activity gate, 2 s windows every 0.5 s, the mean of th
 recording with no speech window counts as wrong. UAR = mean per-class recall, in %; chance is 25.
 Per-clip results: `card_scores.json` beside this card.
 
-| held-out speakers of | clips | UAR torch, whole clip | UAR fp32, shipped path | UAR int8, shipped path | WA int8 | macro-F1 int8 | no speech found |
-|---|---:|---:|---:|---:|---:|---:|---:|
-{chr(10).join(row(c) for c in sorted(corpora))}
-
-int8 and fp32 give the same label to {100 * agreement:.1f} % of the held-out recordings.
-Per-class recall (int8): {json.dumps(per_class)}.
+{_quality_table(rows, scores, agreement)}
 
 These figures are far from what large speech models reach, and natural speech from other
 speakers, languages and microphones will do worse: expect confusions, especially between
@@ -215,6 +279,12 @@ python -m ser_edge.training.bundle --urdu ../shared/data/urdu --emodb ../shared/
 (needs the train extra; writes ser_edge/models/default.int8.onnx, this card and card_scores.json.)
 """
     (MODELS / "MODEL_CARD.md").write_text(card)
+    _calibrate_and_test_in_noise(args)
+    print((MODELS / "MODEL_CARD.md").read_text())
+    return 0
+
+
+def _calibrate_and_test_in_noise(args: argparse.Namespace) -> None:
     # Calibration: one temperature fitted on the folds' held-out clips, written into the graph.
     from ser_edge.training.calibration import main as calibrate
 
@@ -225,8 +295,6 @@ python -m ser_edge.training.bundle --urdu ../shared/data/urdu --emodb ../shared/
 
     robustness(["--urdu", str(args.urdu), "--emodb", str(args.emodb), "--ravdess", str(args.ravdess),
                 "--work", str(args.work)])
-    print((MODELS / "MODEL_CARD.md").read_text())
-    return 0
 
 
 if __name__ == "__main__":

@@ -153,12 +153,14 @@ def held_out_clips(card_scores: Path, corpora: dict) -> tuple[list[dict], dict]:
     return rows, by_id
 
 
-def fold_recognizers(work: Path, rows: Sequence[dict]):
-    """(Recognizer of fold N's int8 model in `work`, the indices of the rows held out by it), fold by fold."""
+def fold_recognizers(work: Path, rows: Sequence[dict], vad=None):
+    """(Recognizer of fold N's int8 model in `work`, the indices of the rows held out by it), fold by fold.
+    `vad`: the voice-activity gate's VadConfig (default: the runtime's)."""
     from ser_edge.recognizer import Recognizer
+    from ser_edge.stream import VadConfig
 
     for fold in sorted({r["fold"] for r in rows}):
-        yield (Recognizer(Path(work) / f"fold{fold}.int8.onnx", threads=1),
+        yield (Recognizer(Path(work) / f"fold{fold}.int8.onnx", threads=1, vad=vad or VadConfig()),
                [i for i, r in enumerate(rows) if r["fold"] == fold])
 
 

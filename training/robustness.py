@@ -33,6 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from ser_edge.audio import load
     from ser_edge.model import DEFAULT_MODEL
+    from ser_edge.stream import VadConfig
     from ser_edge.training.calibration import fold_recognizers, held_out_clips, with_section
     from ser_edge.training.comparison import READERS, TITLES, read_corpora
     from ser_edge.training.corpora import SHARED_LABELS
@@ -48,6 +49,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--snr", type=float, nargs="*", default=list(SNRS), help="SNRs in dB (default: %(default)s)")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODEL.parent,
                         help="folder of card_scores.json and MODEL_CARD.md (default: the bundled model's)")
+    parser.add_argument("--whole-band-gate", action="store_true",
+                        help="gate on the energy of the whole band, as before the speech-band gate (for comparison; "
+                             "the clean labels are still those of card_scores.json)")
     args = parser.parse_args(argv)
     labels = list(SHARED_LABELS)
     corpora = read_corpora({n: getattr(args, n) for n in READERS}, "default", log=lambda s: None)
@@ -57,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(str(err))
     conditions = [(kind, snr) for kind in NOISE_KINDS for snr in args.snr]
     pred: dict[tuple[str, float], list[Optional[str]]] = {c: [None] * len(rows) for c in conditions}
-    for rec, held_out in fold_recognizers(args.work, rows):
+    for rec, held_out in fold_recognizers(args.work, rows, VadConfig(band_hz=None) if args.whole_band_gate else None):
         for i in track(held_out, description=f"fold {rows[held_out[0]]['fold']}", transient=True):
             clip = by_id[rows[i]["clip"]]
             samples = load(clip.path, 16000)

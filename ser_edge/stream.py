@@ -25,19 +25,31 @@ __all__ = ["Event", "StreamRecognizer", "VadConfig", "Window"]
 class VadConfig:
     """Energy voice-activity gate. Levels in dB (relative to full scale where 'dBFS').
 
-    The energy is that of the speech band (`band_hz`, telephone band by default): most of a
-    voice's energy lies there, while white and pink noise spread theirs over the whole
-    spectrum, so the gate still finds speech about 4 dB deeper in broadband noise than a
-    full-band energy would. `band_hz=None` measures the whole band.
+    The energy is that of the speech band (`band_hz`, 80-4000 Hz by default: a voice's
+    fundamental and formants): speech keeps nearly all of its energy there, while white and
+    pink noise spread theirs over the whole spectrum, so the gate finds speech several dB
+    deeper in broadband noise than a whole-band energy would. The band's edges are soft
+    (Hann window, bins of 31 Hz at 16 kHz); a top edge above the model's Nyquist frequency
+    is taken as Nyquist. `band_hz=None` measures the whole band.
     """
 
     threshold_db: float = 9.0          # speech: this far above the adaptive noise floor
-    band_hz: Optional[tuple[float, float]] = (80.0, 4000.0)  # energy of this band (None: whole band)
     min_level_dbfs: float = -100.0     # quieter frames are never speech (16-bit noise: about -105 in the band)
     floor_rise_db_per_s: float = 3.0   # the floor falls at once to a quieter frame, rises this slowly
     hangover_s: float = 0.3            # speech continues this long after the last loud frame
     min_speech_s: float = 0.3          # shorter segments are dropped
     max_segment_s: float = 30.0        # a longer segment is closed (bounds memory)
+    band_hz: Optional[tuple[float, float]] = (80.0, 4000.0)  # energy of this band (None: whole band)
+
+    def __post_init__(self) -> None:
+        if self.band_hz is not None:
+            try:
+                low, high = (float(v) for v in self.band_hz)
+            except (TypeError, ValueError):
+                raise ValueError(f"band_hz must be (low, high) in Hz or None, got {self.band_hz!r}") from None
+            if not 0 <= low < high:
+                raise ValueError(f"band_hz must be 0 <= low < high (Hz), got {self.band_hz!r}")
+            object.__setattr__(self, "band_hz", (low, high))
 
 
 @dataclass
@@ -77,23 +89,29 @@ class _FrameEnergy:
 
     With `band` = (low, high) Hz: the mean square of the frame's content in that band, from
     a Hann-windowed FFT scaled by Parseval's theorem (a full-scale sine in the band reads
-    -3 dBFS, as over the whole band).
+    -3 dBFS, as over the whole band); a top edge above Nyquist is taken as Nyquist.
     """
+
+    BLOCK = 1024  # frames per FFT call: bounds memory when a whole file is pushed at once
 
     def __init__(self, frame_length: int, hop: int, sample_rate: int = 16000,
                  band: Optional[tuple[float, float]] = None) -> None:
         self._L, self._hop = frame_length, hop
         self._held = np.zeros(0, np.float64)
-        self._bins: Optional[slice] = None
+        self._weights: Optional[np.ndarray] = None
         if band is not None:
-            low, high = band
-            if not 0 <= low < high <= sample_rate / 2:
-                raise ValueError(f"band_hz must be 0 <= low < high <= {sample_rate / 2:g} Hz, got {band}")
+            low, high = float(band[0]), min(float(band[1]), sample_rate / 2)
             self._n = 1 << int(np.ceil(np.log2(frame_length)))
-            self._window = np.hanning(frame_length + 2)[1:-1]  # strictly positive
             k = np.fft.rfftfreq(self._n, 1.0 / sample_rate)
             self._bins = slice(int(np.searchsorted(k, low)), int(np.searchsorted(k, high, side="right")))
-            self._scale = 2.0 / (self._n * float(np.sum(self._window ** 2)))
+            if not 0 <= low < high or self._bins.start >= self._bins.stop:
+                raise ValueError(f"band_hz {band} holds no frequency between 0 and {sample_rate / 2:g} Hz at "
+                                 f"{sample_rate} Hz (bins every {sample_rate / self._n:g} Hz); widen it")
+            self._window = np.hanning(frame_length + 2)[1:-1]  # strictly positive
+            # Parseval: interior bins stand for their mirror too; DC and Nyquist do not.
+            weights = np.full(len(k), 2.0)
+            weights[0] = weights[-1] = 1.0
+            self._weights = weights[self._bins] / (self._n * float(np.sum(self._window ** 2)))
 
     def push(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         buf = np.concatenate([self._held, x.astype(np.float64)])
@@ -102,11 +120,13 @@ class _FrameEnergy:
             return np.zeros(0, np.float64)
         n = 1 + (len(buf) - self._L) // self._hop
         frames = np.lib.stride_tricks.sliding_window_view(buf, self._L)[:: self._hop][:n]
-        if self._bins is None:
+        if self._weights is None:
             energy = np.einsum("ij,ij->i", frames, frames) / self._L
         else:
-            spectrum = np.fft.rfft(frames * self._window, self._n, axis=1)[:, self._bins]
-            energy = self._scale * (spectrum.real ** 2 + spectrum.imag ** 2).sum(axis=1)
+            energy = np.empty(n)
+            for a in range(0, n, self.BLOCK):
+                spectrum = np.fft.rfft(frames[a : a + self.BLOCK] * self._window, self._n, axis=1)[:, self._bins]
+                energy[a : a + self.BLOCK] = ((spectrum.real ** 2 + spectrum.imag ** 2) * self._weights).sum(axis=1)
         self._held = buf[n * self._hop :]
         return 10.0 * np.log10(energy + 1e-12)
 

@@ -68,11 +68,14 @@ def test_noise_sweep_on_real_held_out_recordings(tmp_path):
 
 def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path, monkeypatch, capsys):
     """`bundle --rescore` (after a runtime change): every held-out row gets the labels its fold's
-    fp32 and int8 models give now through Recognizer; the card's held-out table is rewritten and
-    the rest of the card kept; without a finished build it exits 2 naming what is missing."""
+    fp32 and int8 models give now through Recognizer; the card's held-out table and the model's
+    training metadata are rewritten, the rest of the card kept; the folds are those of
+    card_scores.json; without a finished build, or with a card that has no such table, it exits 2
+    saying what is missing and writes nothing."""
     for corpus in ("urdu", "emodb-2s", "ravdess"):
         if not (DATA_DIR / corpus).is_dir():
             pytest.skip(f"{corpus} not found in {DATA_DIR} (set SER_EDGE_DATA to the folder holding the corpora)")
+    from ser_edge.model import OnnxModel
     from ser_edge.recognizer import Recognizer
     from ser_edge.training import bundle
     from ser_edge.training.comparison import clip_id, read_corpora
@@ -80,22 +83,30 @@ def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path,
 
     corpora = read_corpora({"emodb": DATA_DIR / "emodb-2s"}, "default", log=lambda s: None)
     clips = to_shared(corpora["emodb"])[::40][:6]
-    rows = [{"clip": clip_id(c), "corpus": c.corpus, "speaker": c.speaker, "true": c.label, "fold": 1,
+    rows = [{"clip": clip_id(c), "corpus": c.corpus, "speaker": c.speaker, "true": c.label, "fold": 2,
              "torch_whole_clip": c.label, "fp32": "stale", "int8": "stale", "windows": 0} for c in clips]
     models, work = tmp_path / "models", tmp_path / "work"
     models.mkdir()
     work.mkdir()
-    (models / "card_scores.json").write_text(json.dumps({"summary": {"uar_int8": {}}, "scores": {}, "clips": rows}))
-    card = "# card\n\n## How good\n\n" + bundle.QUALITY_HEADER + "\n|---|\n| stale |\n\nint8 and fp32 ...\nPer-class recall (int8): {}.\n\nkept text\n"
-    (models / "MODEL_CARD.md").write_text(card)
+    stale_scores = json.dumps({"summary": {"uar_int8": {}}, "scores": {}, "clips": rows})
+    (models / "card_scores.json").write_text(stale_scores)
+    shutil.copyfile(DEFAULT_MODEL, models / "default.int8.onnx")
+    table = bundle.QUALITY_HEADER + "\n|---|\n| stale |\n\nint8 and fp32 ...\nPer-class recall (int8): {}.\n"
+    card = "# card\n\n## How good\n\n" + table + "\nkept text\n"
     monkeypatch.setattr(bundle, "MODELS", models)
     monkeypatch.setattr(bundle, "_calibrate_and_test_in_noise", lambda args: None)
     argv = ["--urdu", str(DATA_DIR / "urdu"), "--emodb", str(DATA_DIR / "emodb-2s"), "--ravdess",
-            str(DATA_DIR / "ravdess"), "--work", str(work), "--folds", "1", "--rescore"]
+            str(DATA_DIR / "ravdess"), "--work", str(work), "--rescore"]
+    assert bundle.main(argv) == 2  # no card
+    assert "MODEL_CARD.md is missing" in capsys.readouterr().err
+    (models / "MODEL_CARD.md").write_text("# a card without the table\n")
     assert bundle.main(argv) == 2
-    assert "fold1.onnx" in capsys.readouterr().err
-    shutil.copyfile(DEFAULT_MODEL, work / "fold1.onnx")
-    shutil.copyfile(DEFAULT_MODEL, work / "fold1.int8.onnx")
+    assert "no held-out table" in capsys.readouterr().err
+    (models / "MODEL_CARD.md").write_text(card)
+    assert bundle.main(argv) == 2  # no fold models
+    assert "folds [2]" in capsys.readouterr().err and (models / "card_scores.json").read_text() == stale_scores
+    shutil.copyfile(DEFAULT_MODEL, work / "fold2.onnx")
+    shutil.copyfile(DEFAULT_MODEL, work / "fold2.int8.onnx")
     assert bundle.main(argv) == 0
     saved = json.loads((models / "card_scores.json").read_text())
     expected = [Recognizer(DEFAULT_MODEL).predict_file(c.path).label for c in clips]
@@ -103,6 +114,7 @@ def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path,
     assert saved["summary"]["int8_fp32_agreement"] == 1.0
     uar = uar_with_misses([r["true"] for r in rows], expected, ["angry", "happy", "neutral", "sad"])
     assert saved["summary"]["uar_int8"] == {"emodb": round(uar, 4)}
+    assert OnnxModel(models / "default.int8.onnx").training["uar_int8"] == {"emodb": round(uar, 4)}
     new_card = (models / "MODEL_CARD.md").read_text()
     assert "stale" not in new_card and f"| {100 * uar:.1f} |" in new_card
     assert new_card.startswith("# card\n\n## How good\n\n") and new_card.endswith("\n\nkept text\n")

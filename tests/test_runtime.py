@@ -219,8 +219,17 @@ def test_the_gate_measures_the_speech_band():
     noise = np.random.default_rng(0).standard_normal(16000 * 4)
     gap = np.mean(_FrameEnergy(400, 160).push(noise)) - np.mean(_FrameEnergy(400, 160, 16000, (80.0, 4000.0)).push(noise))
     assert gap == pytest.approx(10 * np.log10(8000 / 3920), abs=0.3)  # white noise: only its share of the band
+    above = _FrameEnergy(400, 160, 16000, (300.0, 9000.0)).push(noise)  # a top edge above Nyquist is Nyquist
+    assert np.array_equal(above, _FrameEnergy(400, 160, 16000, (300.0, 8000.0)).push(noise))
+    dc = _FrameEnergy(400, 160, 16000, (0.0, 8000.0)).push(np.full(16000, 0.5))  # DC has no mirror bin
+    assert np.allclose(dc, 10 * np.log10(0.25), atol=0.01)
+    with pytest.raises(ValueError, match="holds no frequency"):
+        _FrameEnergy(400, 160, 16000, (100.0, 110.0))  # between two bins
+    with pytest.raises(ValueError, match="low < high"):
+        VadConfig(band_hz=(4000.0, 80.0))
     with pytest.raises(ValueError, match="band_hz"):
-        _FrameEnergy(400, 160, 16000, (300.0, 9000.0))
+        VadConfig(band_hz=80.0)
+    assert VadConfig(band_hz=[80, 4000]) == VadConfig()  # a list is taken as the tuple: the config stays hashable
 
 
 def test_the_speech_band_gate_finds_speech_in_broadband_noise_where_the_whole_band_gate_fails(model):

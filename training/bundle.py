@@ -64,6 +64,8 @@ def _score_shipped_path(work: Path, fold: int, rows: list[dict], clips) -> None:
     `work`; the labels (None: no speech found), int8 probabilities and window counts go into `rows`."""
     from ser_edge.recognizer import Recognizer
 
+    if len(rows) != len(clips):
+        raise ValueError(f"fold {fold}: {len(rows)} rows for {len(clips)} clips")
     for precision, path in (("fp32", work / f"fold{fold}.onnx"), ("int8", work / f"fold{fold}.int8.onnx")):
         rec = Recognizer(path, threads=1)
         for row, clip in zip(rows, clips):
@@ -111,41 +113,66 @@ Per-class recall (int8): {json.dumps(per_class)}."""
 def rescore(args: argparse.Namespace) -> int:
     """Score the held-out recordings again through the shipped path with the fold models already
     in `args.work` (after a change of the runtime: the voice-activity gate, windowing), without
-    training: card_scores.json and the card's held-out table, calibration and noise sections."""
+    training: card_scores.json, the card's held-out table and the scores in the shipped model's
+    metadata, then calibration and noise."""
     from ser_edge.training.calibration import held_out_clips
 
-    card_scores = MODELS / "card_scores.json"
-    missing = [p for p in [card_scores, MODELS / "MODEL_CARD.md"] + [
-        args.work / f"fold{n}{ext}" for n in range(1, args.folds + 1) for ext in (".onnx", ".int8.onnx")]
-        if not p.is_file()]
-    if missing:
-        print(f"error: --rescore needs a finished build; missing {missing[0]} (run the bundle command "
-              "without --rescore first)", file=sys.stderr)
+    card_scores, card_path = MODELS / "card_scores.json", MODELS / "MODEL_CARD.md"
+
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
         return 2
+
+    for path in (card_scores, card_path, MODELS / "default.int8.onnx"):
+        if not path.is_file():
+            return fail(f"--rescore needs a finished build; {path} is missing (run the bundle command without "
+                        "--rescore first)")
+    card = card_path.read_text()
+    start = card.find(QUALITY_HEADER)
+    end = card.find("\n", card.find("Per-class recall (int8):", max(start, 0)))
+    if start < 0 or end < 0 or "Per-class recall (int8):" not in card[start:]:
+        return fail(f"{card_path} has no held-out table written by this command (its header and its "
+                    "'Per-class recall (int8):' line); rebuild it without --rescore")
     corpora = read_corpora({"urdu": args.urdu, "emodb": args.emodb, "ravdess": args.ravdess}, args.recipe)
     try:
         rows, by_id = held_out_clips(card_scores, corpora)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for fold in sorted({r["fold"] for r in rows}):
+        return fail(str(err))
+    folds = sorted({r["fold"] for r in rows})
+    missing = [args.work / f"fold{n}{ext}" for n in folds for ext in (".onnx", ".int8.onnx")
+               if not (args.work / f"fold{n}{ext}").is_file()]
+    if missing:
+        return fail(f"{card_scores} names folds {folds}, but {missing[0]} is missing: --work must be the folder "
+                    "of the build that wrote it")
+    for fold in folds:
         mine = [r for r in rows if r["fold"] == fold]
         _score_shipped_path(args.work, fold, mine, [by_id[r["clip"]] for r in mine])
     saved = json.loads(card_scores.read_text())
     scores, agreement = _held_out_scores(rows, list(SHARED_LABELS))
-    saved["summary"].update({"uar_int8": {c: round(s["int8"]["uar"], 4) for c, s in scores.items()},
-                             "uar_fp32": {c: round(s["fp32"]["uar"], 4) for c, s in scores.items()},
-                             "int8_fp32_agreement": round(agreement, 4)})
+    summary = {"uar_int8": {c: round(s["int8"]["uar"], 4) for c, s in scores.items()},
+               "uar_fp32": {c: round(s["fp32"]["uar"], 4) for c, s in scores.items()},
+               "int8_fp32_agreement": round(agreement, 4)}
+    saved["summary"].update(summary)
     saved.update({"scores": scores, "clips": rows})
     card_scores.write_text(json.dumps(saved, indent=1) + "\n")
-    card_path = MODELS / "MODEL_CARD.md"
-    card = card_path.read_text()
-    start = card.index(QUALITY_HEADER)
-    end = card.index("\n", card.index("Per-class recall (int8):", start))
     card_path.write_text(card[:start] + _quality_table(rows, scores, agreement) + card[end:])
+    _update_training_metadata(MODELS / "default.int8.onnx", summary)
     _calibrate_and_test_in_noise(args)
     print(card_path.read_text())
     return 0
+
+
+def _update_training_metadata(path: Path, fields: dict) -> None:
+    """Update fields of the model's `ser_edge.training` metadata (what `ser-edge info` shows)."""
+    import onnx
+
+    from ser_edge.model import set_metadata
+
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta["ser_edge.training"] = json.dumps({**json.loads(meta.get("ser_edge.training", "{}")), **fields}, default=str)
+    set_metadata(model, meta)
+    onnx.save(model, str(path))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -194,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for j, i in enumerate(test_idx):
             rows.append({"clip": clip_id(clips[i]), "corpus": clips[i].corpus, "speaker": clips[i].speaker,
                          "true": clips[i].label, "fold": n, "torch_whole_clip": labels[int(whole[j].argmax())]})
-        _score_shipped_path(args.work, n, rows[-len(test_idx):], [clips[i] for i in test_idx])
+        _score_shipped_path(args.work, n, rows[len(rows) - len(test_idx):], [clips[i] for i in test_idx])
 
     scores, agreement = _held_out_scores(rows, labels)
 

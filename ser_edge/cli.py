@@ -592,6 +592,7 @@ def _recipe(name: str, epochs: Optional[int], patience: Optional[int], balance: 
     recipe = get_recipe(name).derive(features=preset,
                                      train={"device": device, "seed": seed,
                                             **{k: v for k, v in given.items() if v is not None}})
+    recipe.check_runnable(name)
     select_device(device)  # fails now if CUDA is asked for and missing
     return recipe
 

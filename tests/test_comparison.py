@@ -213,3 +213,20 @@ def test_the_clean_plus_noise_rule_can_choose_a_row_that_is_worse_clean(tmp_path
     text, best = ablation.write_table(tasks, summary, rows, tmp_path / "b", "clean+noise")
     assert best == "multicond" and "| score |" in text and "mean white 10 dB" in text
     assert json.loads((tmp_path / "b" / "choice.json").read_text())["rule"] == "clean+noise"
+
+
+def test_a_row_that_needs_other_recordings_of_the_test_speaker_is_shown_but_never_chosen(tmp_path):
+    from types import SimpleNamespace
+
+    from ser_edge.training import ablation
+
+    assert ablation.transductive("baseline") and not ablation.transductive("baseline-utt")
+    assert not ablation.transductive("multicond")
+    tasks = [SimpleNamespace(name=n) for n in ("dev-joint", "dev-cross-emodb", "dev-cross-ravdess", "dev-cross-urdu")]
+    summary: dict = {}
+    for system, uar in {"ser-edge (multicond)": 0.40, "ser-edge (baseline)": 0.50, "ser-edge (baseline-utt)": 0.38}.items():
+        summary.setdefault("dev-joint", {})[system] = {"by_corpus": {c: [uar] for c in ("emodb", "ravdess", "urdu")}}
+        for c in ("emodb", "ravdess", "urdu"):
+            summary.setdefault(f"dev-cross-{c}", {})[system] = {"uar": [uar]}
+    text, best = ablation.write_table(tasks, summary, ["multicond", "baseline", "baseline-utt"], tmp_path, "clean")
+    assert best == "multicond" and "| baseline |" in text and "Row baseline needs other recordings" in text

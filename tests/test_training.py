@@ -210,6 +210,7 @@ def test_bilstm_equals_torch_bidirectional_lstm_on_packed_sequences():
         (["--epochs", "0"], "max_epochs must be"),
         (["--device", "tpu"], "device must be"),
         (["--recipe", "best"], "unknown recipe"),
+        (["--recipe", "baseline"], "only the ablation computes"),
         (["--preset", "cqt"], "unknown FeatureConfig preset"),
     ],
 )

@@ -229,3 +229,58 @@ def test_manifest_with_a_byte_order_mark_and_bad_encoding(tmp_path):
     bad.write_bytes("path,label,speaker\nä.wav,sad,s1\n".encode("latin-1"))
     with pytest.raises(CorpusError, match="not UTF-8"):
         read_manifest(bad)
+
+
+# ---------------------------------------------------------------- the speaker's own baseline
+
+def _prosody_example(group: str, f0: np.ndarray, energy: np.ndarray, label: int = 0):
+    from pathlib import Path
+
+    from ser_edge.training.data import Example
+
+    n = len(f0)
+    x = np.zeros((n, 43), np.float32)
+    x[:, :40] = energy[:, None] - 3.0   # log-mel moves with the level
+    x[:, 40], x[:, 41], x[:, 42] = f0, (f0 > np.log(80.0) + 1e-4).astype(np.float32), energy
+    return Example(x, label, group, Path(f"/{group}/{n}.wav"))
+
+
+def test_speaker_baseline_is_the_median_over_voiced_frames_and_relative_features_follow():
+    from ser_edge.training.data import relative_to_baseline, speaker_baselines
+    from ser_edge.training.recipes import RECIPES
+
+    config = RECIPES["default"].features
+    unvoiced = np.log(80.0)
+    a = _prosody_example("a", np.array([unvoiced, np.log(200), np.log(220), unvoiced]), np.array([-20.0, -5, -3, -30]))
+    b = _prosody_example("a", np.array([np.log(180), unvoiced]), np.array([-4.0, -25]))
+    c = _prosody_example("c", np.array([np.log(100), np.log(120), np.log(110)]), np.array([-8.0, -6, -7]))
+    base = speaker_baselines([a, b, c], config)
+    assert base["a"] == pytest.approx((np.log(200), -4.0))  # voiced frames of both clips: 180, 200, 220
+    assert base["c"] == pytest.approx((np.log(110), -7.0))
+    ra, _, rc = relative_to_baseline([a, b, c], base, config)
+    assert ra.features[:, 40] == pytest.approx([0.0, 0.0, np.log(220 / 200), 0.0])  # unvoiced: 0
+    assert ra.features[:, 42] == pytest.approx([-16.0, -1, 1, -26])
+    assert rc.features[:, 40] == pytest.approx([np.log(100 / 110), np.log(120 / 110), 0.0])
+    assert np.array_equal(ra.features[:, :42][:, [41]], a.features[:, [41]])  # voicing kept
+    assert np.array_equal(ra.features[:, :40], a.features[:, :40])  # log-mel kept
+    assert (ra.label, ra.group, ra.path) == (a.label, a.group, a.path)
+    own = speaker_baselines([a, b, c], config, per="utterance")  # each recording's own medians, by path
+    assert own[str(a.path)] == pytest.approx(((np.log(200) + np.log(220)) / 2, -4.0)) and own[str(b.path)] == pytest.approx((np.log(180), -4.0))
+    assert relative_to_baseline([b], own, config, per="utterance")[0].features[:, 40] == pytest.approx([0.0, 0.0])
+    # A gain moves every frame's ln energy of a speaker alike: relative features do not move.
+    louder = [_prosody_example(e.group, e.features[:, 40], e.features[:, 42] + 2 * np.log(3.0)) for e in (a, b, c)]
+    for x, y in zip(relative_to_baseline(louder, speaker_baselines(louder, config), config), (ra, _, rc)):
+        assert np.allclose(x.features[:, 40:], y.features[:, 40:], atol=1e-5)
+
+
+def test_a_baseline_recipe_keeps_the_energy_level_and_needs_prosody():
+    from ser_edge.training.recipes import RECIPES
+
+    plain, base = RECIPES["default"], RECIPES["default"].derive(baseline="speaker")
+    assert plain.model_config(4).level_groups == ((0, 40), (42, 43))
+    assert base.model_config(4).level_groups == ((0, 40),)
+    assert base.to_dict()["baseline"] == "speaker" and "baseline" not in plain.to_dict()
+    with pytest.raises(ValueError, match="baseline must be"):
+        plain.derive(baseline="stream")
+    with pytest.raises(ValueError, match="prosody"):
+        base.derive(features={"blocks": ["logmel"]})

@@ -197,6 +197,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.time()
     quick = {"max_epochs": args.max_epochs} if args.max_epochs else {}
     recipe = get_recipe(args.recipe).derive(train={"seed": args.seed, "device": args.device, **quick})
+    recipe.check_runnable(args.recipe)
     config, labels = recipe.features, list(SHARED_LABELS)
     cache = FeatureCache(config)
     augment = recipe.augmenter(cache)

@@ -35,6 +35,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import permutations
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -202,10 +203,37 @@ def _examples(task: Task, indices: Sequence[int], cache, noise=None):
     return out
 
 
+def _in_noise(task: Task, indices: Sequence[int], cache, kind: str, recipe) -> list:
+    """The clips in noise; with a baseline, relative to the baseline each test speaker (or
+    recording) has in that noise (what a running baseline of a noisy stream would hold)."""
+    examples = _examples(task, indices, cache, kind)
+    return _own_baseline(recipe.features, recipe.baseline)(examples) if recipe.baseline else examples
+
+
+def _own_baseline(config, per: str = "utterance"):
+    """examples -> the examples relative to the baselines measured on them (per speaker or utterance)."""
+    return partial(_relative_to_own, config, per)
+
+
+def _relative_to_own(config, per: str, examples):
+    from ser_edge.training.data import relative_to_baseline, speaker_baselines
+
+    return relative_to_baseline(examples, speaker_baselines(examples, config, per), config, per)
+
+
+def _then(first, second):
+    """The composition second(first(x)) (picklable, unlike a lambda)."""
+    return partial(_compose, first, second)
+
+
+def _compose(first, second, x):
+    return second(first(x))
+
+
 def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dict:
     """Train the recipe on one split of a task and score its test clips (and, for tasks with
     noise, the same clips in each noise)."""
-    from ser_edge.training.data import FeatureCache
+    from ser_edge.training.data import FeatureCache, relative_to_baseline, speaker_baselines
     from ser_edge.training.protocols import fit
     from ser_edge.training.recipes import get_recipe
     from ser_edge.training.trainer import predict
@@ -219,15 +247,24 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
     train_ex, always_ex = _examples(task, train_idx, cache), _examples(task, always, cache)
     if recipe.train.distill > 0 or recipe.train.embed_distill > 0:
         train_ex, always_ex = _with_teacher(task, train_ex, always_ex, recipe.train, seed)
-    result = fit(train_ex, recipe.model_config(len(task.labels)), recipe.train,
-                 augment=recipe.augmenter(cache), always=always_ex)
-    test = _examples(task, test_idx, cache)
+    augment, relative = recipe.augmenter(cache), (lambda examples: examples)
+    if recipe.baseline:  # every speaker's clean clips of the task (test speakers' too: unsupervised)
+        per = recipe.baseline
+        baselines = speaker_baselines(_examples(task, range(len(task.clips)), cache), recipe.features, per)
+        if augment is not None and per == "utterance":  # each copy against its own medians
+            augment = _then(augment, _own_baseline(recipe.features))
+        relative = partial(relative_to_baseline, baselines=baselines, config=recipe.features, per=per)
+        train_ex, always_ex = relative(train_ex), relative(always_ex)
+        if augment is not None and per == "speaker":
+            augment = _then(augment, relative)
+    result = fit(train_ex, recipe.model_config(len(task.labels)), recipe.train, augment=augment, always=always_ex)
+    test = relative(_examples(task, test_idx, cache))
     probs = predict(result.model, test)
     out = _run_record(task, test_idx, probs)
     out.update(system="ser-edge", recipe=recipe_name, seed=seed, best_epoch=result.best_epoch,
                epochs=len(result.history), device=result.device, seconds=round(time.time() - start, 1))
     if task.noise:
-        noisy = {kind: predict(result.model, _examples(task, test_idx, cache, kind)) for kind in NOISE}
+        noisy = {kind: predict(result.model, _in_noise(task, test_idx, cache, kind, recipe)) for kind in NOISE}
         out["noise"] = {kind: p.argmax(1).tolist() for kind, p in noisy.items()}
         out["noise_probabilities"] = {kind: np.round(p, 4).tolist() for kind, p in noisy.items()}
     return out

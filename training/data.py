@@ -269,3 +269,51 @@ def speaker_normalise(examples: Sequence[Example]) -> list[Example]:
         counts[e.group] = counts.get(e.group, 0) + len(e.features)
     return [Example((e.features - (sums[e.group] / counts[e.group])).astype(np.float32), e.label, e.group, e.path)
             for e in examples]
+
+
+def baseline_key(example: Example, per: str) -> str:
+    """Whose baseline an example is measured against: its speaker's, or its own recording's."""
+    return example.group if per == "speaker" else str(example.path)
+
+
+def speaker_baselines(examples: Sequence[Example], config: FeatureConfig,
+                      per: str = "speaker") -> dict[str, tuple[float, float]]:
+    """{speaker: (median ln F0, median ln energy)} over the voiced frames of all of that
+    speaker's examples given: how the person usually sounds. Unsupervised (labels are not
+    used), but it needs other recordings of the person: the stand-in, over a corpus, for a
+    running baseline of one person's stream. per="utterance": each recording's own medians
+    instead (what a stream that has heard only this utterance would hold), keyed by path."""
+    span = config.block_slices().get("prosody")
+    if span is None:
+        raise ValueError("a speaker baseline needs the prosody block (ln F0, voicing, ln energy)")
+    unvoiced = np.log(config.f0_min)
+    frames: dict[str, list[np.ndarray]] = {}
+    for e in examples:
+        p = e.features[:, span.start : span.start + 3]
+        frames.setdefault(baseline_key(e, per), []).append(p[p[:, 0] > unvoiced + 1e-6])
+    out = {}
+    for group, parts in frames.items():
+        voiced = np.concatenate(parts)
+        out[group] = (float(np.median(voiced[:, 0])), float(np.median(voiced[:, 2]))) if len(voiced) else (
+            float(unvoiced), float(np.median(np.concatenate([e.features[:, span.start + 2] for e in examples
+                                                              if baseline_key(e, per) == group]))))
+    return out
+
+
+def relative_to_baseline(examples: Sequence[Example], baselines: dict[str, tuple[float, float]],
+                         config: FeatureConfig, per: str = "speaker") -> list[Example]:
+    """The examples with ln F0 and ln energy relative to their speaker's baseline
+    (`speaker_baselines`): voiced frames' ln F0 minus the median (unvoiced frames: 0, the
+    voicing value tells them apart), every frame's ln energy minus the median. A gain moves a
+    stream's energy and its baseline alike, so the difference stays gain-invariant."""
+    span = config.block_slices()["prosody"]
+    unvoiced = np.log(config.f0_min)
+    out = []
+    for e in examples:
+        f0, energy = baselines[baseline_key(e, per)]
+        x = e.features.copy()
+        voiced = x[:, span.start] > unvoiced + 1e-6
+        x[:, span.start] = np.where(voiced, x[:, span.start] - f0, 0.0)
+        x[:, span.start + 2] -= energy
+        out.append(Example(x, e.label, e.group, e.path, e.soft, e.target_embedding))
+    return out

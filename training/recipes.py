@@ -26,6 +26,7 @@ class Recipe:
     augment: tuple[str, ...] = ()  # extra training copies, see data.Augmenter ("speed:0.9", "pink:15", ...)
     speaker_norm: bool = False     # subtract each speaker's mean frame (test speakers too: transductive)
     ensemble: int = 1              # models trained with seeds seed..seed+n-1, probabilities averaged in one graph
+    baseline: str = ""             # "speaker"/"utterance": ln F0, ln energy relative to that median (data.speaker_baselines)
 
     def augmenter(self, cache):
         """The Augmenter of this recipe over `cache`, or None when it adds no copies."""
@@ -35,11 +36,19 @@ class Recipe:
 
     def model_config(self, n_classes: int, input_dim: Optional[int] = None) -> ModelConfig:
         return ModelConfig(input_dim=input_dim or self.features.dim, n_classes=n_classes,
-                           level_groups=level_groups(self.features), **self.model)
+                           level_groups=self._level_groups(), **self.model)
+
+    def _level_groups(self) -> tuple[tuple[int, int], ...]:
+        groups = level_groups(self.features)
+        if self.baseline:  # ln energy is already relative to the speaker's: the window keeps its level
+            energy = self.features.block_slices()["prosody"].start + 2
+            groups = tuple(g for g in groups if g != (energy, energy + 1))
+        return groups
 
     def derive(self, features: Union[str, dict, FeatureConfig, None] = None, model: Optional[dict] = None,
                train: Optional[dict] = None, augment: Optional[tuple[str, ...]] = None,
-               speaker_norm: Optional[bool] = None, ensemble: Optional[int] = None) -> "Recipe":
+               speaker_norm: Optional[bool] = None, ensemble: Optional[int] = None,
+               baseline: Optional[str] = None) -> "Recipe":
         """A copy with a feature preset name, FeatureConfig fields, model fields or train fields changed."""
         f = self.features
         if isinstance(features, str):
@@ -53,14 +62,26 @@ class Recipe:
         n = self.ensemble if ensemble is None else int(ensemble)
         if n < 1:
             raise ValueError(f"ensemble must be >= 1 model, got {n}")
+        b = self.baseline if baseline is None else baseline
+        if b not in ("", "speaker", "utterance"):
+            raise ValueError(f"baseline must be '', 'speaker' or 'utterance', got {b!r}")
+        if b and "prosody" not in f.blocks:
+            raise ValueError("a speaker baseline needs the prosody block (ln F0, voicing, ln energy)")
         return Recipe(f, m, replace(self.train, **(train or {})),
                       self.augment if augment is None else tuple(augment),
-                      self.speaker_norm if speaker_norm is None else speaker_norm, n)
+                      self.speaker_norm if speaker_norm is None else speaker_norm, n, b)
+
+    def check_runnable(self, name: str) -> None:
+        """Refuse a recipe whose features the runtime cannot compute (a speaker baseline)."""
+        if self.baseline:
+            raise ValueError(f"recipe {name!r} measures a {self.baseline} baseline of ln F0 and ln energy, which "
+                             "only the ablation computes (the runtime has no such input); choose another recipe")
 
     def to_dict(self) -> dict:
         return {"features": json.loads(self.features.to_json()), "model": dict(self.model),
                 "train": self.train.to_dict(), "augment": list(self.augment),
-                "speaker_norm": self.speaker_norm, "ensemble": self.ensemble}
+                "speaker_norm": self.speaker_norm, "ensemble": self.ensemble,
+                **({"baseline": self.baseline} if self.baseline else {})}
 
 
 RECIPES: dict[str, Recipe] = {
@@ -108,6 +129,8 @@ def describe(recipe: Recipe) -> str:
          "none": "no class balancing"}[t.balance],
         *([f"label smoothing {t.label_smoothing:g}"] if t.label_smoothing else []),
         *([f"SpecAugment {t.spec_augment}"] if any(t.spec_augment) else []),
+        *([f"ln F0 and ln energy relative to the {recipe.baseline}'s median over voiced frames (a baseline; "
+           "the window keeps its energy level)"] if recipe.baseline else []),
         *([f"random {t.crop_frames}-frame crops"] if t.crop_frames else []),
         *([f"extra training copies {', '.join(_copy(a) for a in recipe.augment)}"] if recipe.augment else []),
         *([f"an ensemble of {recipe.ensemble} such models (seeds seed..seed+{recipe.ensemble - 1}) whose "

@@ -358,3 +358,40 @@ def test_distillation_without_teacher_targets_is_refused():
     with pytest.raises(ValueError, match="teacher embeddings"):
         train_model(_clips([0, 1, 1, 0]), _clips([0, 1], seed=1), _model_config(),
                     _train_config(embed_distill=1.0), log=None)
+
+
+def test_gradient_reversal_is_the_identity_forward_and_flips_the_gradient():
+    x = torch.randn(3, 5, requires_grad=True)
+    y = trainer._reverse(x, 0.7)
+    assert torch.equal(y, x)
+    y.sum().backward()
+    assert torch.allclose(x.grad, torch.full_like(x, -0.7))
+
+
+def test_an_adversary_tells_apart_corpora_or_speakers_and_only_where_there_are_two():
+    from pathlib import Path
+
+    clips = [Example(np.zeros((5, DIM), np.float32), 0, group, Path(f"/{i}.wav"))
+             for i, group in enumerate(["a:1", "a:2", "b:1", "b:1"])]
+    config = _model_config()
+    head, domains = trainer._adversary(clips, config, _train_config(adversary="corpus"), "cpu")
+    assert domains == {"a": 0, "b": 1} and head[-1].out_features == 2
+    head, domains = trainer._adversary(clips, config, _train_config(adversary="speaker"), "cpu")
+    assert domains == {"a:1": 0, "a:2": 1, "b:1": 2}
+    assert trainer._adversary(clips[:2], config, _train_config(adversary="corpus"), "cpu") == (None, {})
+    assert trainer._adversary(clips, config, _train_config(), "cpu") == (None, {})
+    with pytest.raises(ValueError, match="adversary must be"):
+        _train_config(adversary="accent")
+    assert "adversary" not in _train_config().to_dict() and _train_config(adversary="speaker").to_dict()["adversary"]
+
+
+def test_the_adversary_changes_training_and_stays_out_of_the_model():
+    train, val = _clips([0, 1] * 12, seed=1), _clips([0, 1] * 4, seed=2)
+    plain = train_model(train, val, _model_config(), _train_config(lr=0.01, max_epochs=3, patience=5))
+    adv = train_model(train, val, _model_config(), _train_config(lr=0.01, max_epochs=3, patience=5,
+                                                                 adversary="speaker", adversary_weight=1.0))
+    assert set(adv.model.state_dict()) == set(plain.model.state_dict())  # no head in the exported model
+    assert [h["train_loss"] for h in adv.history] != [h["train_loss"] for h in plain.history]
+    # The reversed gradient reaches the encoder: its weights end elsewhere.
+    a, p = adv.model.state_dict(), plain.model.state_dict()
+    assert any(not torch.equal(a[k], p[k]) for k in a if "lstm" in k.lower())

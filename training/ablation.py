@@ -93,6 +93,11 @@ _row("baseline", "multicond", "ln F0 and ln energy relative to the speaker's med
      baseline="speaker")
 _row("baseline-utt", "multicond", "ln F0 and ln energy relative to the recording's own median over voiced frames "
      "(what a stream holds after one utterance); energy keeps its window level", baseline="utterance")
+# Sixth round: invariance to the corpus or the speaker (a training-only adversary).
+_row("adv-corpus", "multicond", "+ a corpus classifier on the pooled attention vector through gradient reversal "
+     "(weight ramping to 0.5; training only)", train={"adversary": "corpus", "adversary_weight": 0.5})
+_row("adv-speaker", "multicond", "+ a speaker classifier on the pooled attention vector through gradient reversal "
+     "(weight ramping to 0.5; training only)", train={"adversary": "speaker", "adversary_weight": 0.5})
 
 
 def resolve(name: str) -> Recipe:

@@ -48,6 +48,11 @@ class TrainConfig:
     temperature: float = 2.0
     embed_distill: float = 0.0   # weight of 1 - cos(projection(context), teacher embedding); the projection is
                                  # a linear layer used in training only (never exported)
+    # Adversarial invariance: a training-only head guesses each clip's corpus or speaker from the
+    # pooled attention vector through a gradient reversal layer (its strength ramps from 0 to
+    # `adversary_weight` over the epochs), so the encoder learns what does not tell them apart.
+    adversary: str = ""          # "", "corpus" (the part of Example.group before ':') or "speaker"
+    adversary_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
@@ -63,6 +68,9 @@ class TrainConfig:
             raise ValueError(f"spec_augment must be four counts/widths >= 0, got {self.spec_augment}")
         if not 0.0 <= self.distill <= 1.0 or self.embed_distill < 0 or self.temperature <= 0:
             raise ValueError("distill must be in [0, 1], embed_distill >= 0 and temperature > 0")
+        if self.adversary not in ("", "corpus", "speaker") or self.adversary_weight < 0:
+            raise ValueError(f"adversary must be '', 'corpus' or 'speaker' with a weight >= 0, got "
+                             f"{self.adversary!r}, {self.adversary_weight}")
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
         if self.patience < 1:
@@ -73,7 +81,10 @@ class TrainConfig:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.adversary:  # as before the option existed
+            del out["adversary"], out["adversary_weight"]
+        return out
 
 
 @dataclass
@@ -230,9 +241,11 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
         if len(dims) != 1:
             raise ValueError("embed_distill needs training examples with teacher embeddings of one size")
         projection = nn.Linear(model_config.embedding_dim, dims.pop()).to(device)
+    adversary, domains = _adversary(train, model_config, config, device)
     if config.distill > 0 and not any(e.soft is not None for e in train):
         raise ValueError("distill needs training examples with teacher targets (Example.soft)")
-    params = list(model.parameters()) + (list(projection.parameters()) if projection is not None else [])
+    params = list(model.parameters()) + [p for head in (projection, adversary) if head is not None
+                                         for p in head.parameters()]
     if config.weight_decay > 0:
         optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
@@ -265,6 +278,11 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
                     logits, _, context = model(x, lengths, return_context=True)
                     items = [train[i] for i in batches[b]]
                     loss = _loss(logits, context, y, items, loss_fn, config, projection, device)
+                    if adversary is not None:
+                        progress_ = (epoch - 1 + b / len(batches)) / config.max_epochs
+                        strength = config.adversary_weight * (2 / (1 + math.exp(-10 * progress_)) - 1)
+                        target = torch.tensor([domains[_domain(e, config.adversary)] for e in items], device=device)
+                        loss = loss + nn.functional.cross_entropy(adversary(_reverse(context, strength)), target)
                     loss.backward()
                     optimiser.step()
                     total += float(loss.detach()) * len(y)
@@ -302,6 +320,39 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+class _GradientReversal(torch.autograd.Function):
+    """Identity forward; the gradient times -strength backward."""
+
+    @staticmethod
+    def forward(ctx, x, strength: float):
+        ctx.strength = strength
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.strength * grad, None
+
+
+def _reverse(x: torch.Tensor, strength: float) -> torch.Tensor:
+    return _GradientReversal.apply(x, strength)
+
+
+def _domain(example: Example, kind: str) -> str:
+    return example.group.partition(":")[0] if kind == "corpus" else example.group
+
+
+def _adversary(train, model_config: ModelConfig, config: TrainConfig, device):
+    """The training-only domain head and {domain: index}, or (None, {}) when there is nothing to
+    tell apart (no adversary asked, or the training clips hold one corpus or one speaker)."""
+    if not config.adversary or config.adversary_weight == 0:
+        return None, {}
+    domains = {d: i for i, d in enumerate(sorted({_domain(e, config.adversary) for e in train}))}
+    if len(domains) < 2:
+        return None, {}
+    head = nn.Sequential(nn.Linear(model_config.embedding_dim, 64), nn.ReLU(), nn.Linear(64, len(domains)))
+    return head.to(device), domains
 
 
 def _loss(logits, context, y, items, loss_fn, config: TrainConfig, projection, device) -> torch.Tensor:

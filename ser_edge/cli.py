@@ -582,7 +582,7 @@ def _user_errors():
 
 
 def _recipe(name: str, epochs: Optional[int], patience: Optional[int], balance: Optional[str], device: str,
-            seed: int, preset: Optional[str] = None):
+            seed: int, preset: Optional[str] = None, ensemble: Optional[int] = None):
     """The named recipe with the options given on the command line; checked up front, before
     any feature is computed."""
     from ser_edge.training.recipes import get_recipe
@@ -591,7 +591,8 @@ def _recipe(name: str, epochs: Optional[int], patience: Optional[int], balance: 
     given = {"max_epochs": epochs, "patience": patience, "balance": balance}
     recipe = get_recipe(name).derive(features=preset,
                                      train={"device": device, "seed": seed,
-                                            **{k: v for k, v in given.items() if v is not None}})
+                                            **{k: v for k, v in given.items() if v is not None}},
+                                     ensemble=ensemble)
     recipe.check_runnable(name)
     select_device(device)  # fails now if CUDA is asked for and missing
     return recipe
@@ -663,6 +664,9 @@ def train(
     preset: Optional[str] = typer.Option(None, help="Feature preset instead of the recipe's: seed, logmel or mfcc."),
     epochs: Optional[int] = _EPOCHS, patience: Optional[int] = _PATIENCE, balance: Optional[str] = _BALANCE,
     device: str = _DEVICE, seed: int = _SEED, threads: int = _THREADS,
+    ensemble: Optional[int] = typer.Option(None, help="Models to train (seeds SEED, SEED+1, ...) and average in one "
+                                                      "exported graph (default: the recipe's); more is slower to train "
+                                                      "and to run, and often a little better."),
     teacher: Optional[Path] = typer.Option(None, help="Whisper-base folder (CTranslate2 format) for recipes that "
                                                       "learn from a teacher (default: $SER_EDGE_TEACHER or "
                                                       "~/.cache/ser-edge/teachers/whisper-base); training only."),
@@ -680,7 +684,7 @@ def train(
 
     with _user_errors():
         _set_threads(threads)
-        chosen = _recipe(recipe, epochs, patience, balance, device, seed, preset)
+        chosen = _recipe(recipe, epochs, patience, balance, device, seed, preset, ensemble)
         cache = FeatureCache(chosen.features)
         four = four_class or len(corpora) > 1
         clips = [c for spec in corpora for c in _read(spec, four)]

@@ -498,7 +498,8 @@ def test_an_ensemble_exports_the_mean_of_its_members_probabilities(tmp_path):
 def test_an_ensemble_recipe_trains_that_many_models_with_consecutive_seeds(tmp_path):
     from ser_edge.training.recipes import get_recipe
 
-    recipe = get_recipe("default")
+    recipe = get_recipe("default").derive(ensemble=3)
     assert recipe.ensemble == 3 and "ensemble of 3" in describe(recipe)
+    assert get_recipe("default").ensemble == 1 and "ensemble" not in describe(get_recipe("default"))
     with pytest.raises(ValueError, match="ensemble"):
         recipe.derive(ensemble=0)

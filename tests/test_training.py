@@ -136,13 +136,13 @@ def test_train_and_evaluate_commands_run_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
     manifest = _tiny_manifest(tmp_path)
     runner = CliRunner()
-    result = runner.invoke(app, ["train", str(manifest), "--epochs", "2", "-o", str(tmp_path / "m.pt")])
+    result = runner.invoke(app, ["train", str(manifest), "--epochs", "2", "--ensemble", "3", "-o", str(tmp_path / "m.pt")])
     assert result.exit_code == 0, result.output
     checkpoint = torch.load(tmp_path / "m.pt", weights_only=False)
     assert checkpoint["labels"] == ["angry", "calm"]
     assert FeatureConfig.from_json(checkpoint["feature_config"]) == get_recipe("default").features
     assert checkpoint["recipe"]["name"] == "default"
-    # The default recipe is an ensemble of 3 models: seeds 0, 1, 2, each with its own weights.
+    # --ensemble 3: three models of the default recipe, seeds 0, 1, 2, each with its own weights.
     assert len(checkpoint["members"]) == 3 and len(checkpoint["best_epoch"]) == 3
     for state in checkpoint["members"]:
         BiLstmAttention(ModelConfig(**checkpoint["model_config"])).load_state_dict(state)
@@ -211,6 +211,7 @@ def test_bilstm_equals_torch_bidirectional_lstm_on_packed_sequences():
         (["--device", "tpu"], "device must be"),
         (["--recipe", "best"], "unknown recipe"),
         (["--recipe", "baseline"], "only the ablation computes"),
+        (["--ensemble", "0"], "ensemble must be"),
         (["--preset", "cqt"], "unknown FeatureConfig preset"),
     ],
 )

@@ -95,9 +95,8 @@ RECIPES["default"] = RECIPES["seed"].derive(
     features={"blocks": ["logmel", "prosody"]},
     model={"hidden1": 128, "hidden2": 64, "dense": 64, "subsample": 3, "normalise": "level"},
     train={"balance": "weights", "max_epochs": 40, "patience": 10, "schedule": "cosine", "monitor": "uar",
-           "spec_augment": (2, 8, 2, 20)},
+           "spec_augment": (2, 8, 2, 20), "adversary": "speaker", "adversary_weight": 0.5},
     augment=("mixed:0-20",),
-    ensemble=3,
 )
 
 

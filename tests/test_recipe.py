@@ -498,8 +498,8 @@ def test_an_ensemble_exports_the_mean_of_its_members_probabilities(tmp_path):
 def test_an_ensemble_recipe_trains_that_many_models_with_consecutive_seeds(tmp_path):
     from ser_edge.training.recipes import get_recipe
 
-    recipe = get_recipe("default").derive(ensemble=3)
+    recipe = get_recipe("default")
     assert recipe.ensemble == 3 and "ensemble of 3" in describe(recipe)
-    assert get_recipe("default").ensemble == 1 and "ensemble" not in describe(get_recipe("default"))
+    assert recipe.derive(ensemble=1).ensemble == 1 and "ensemble" not in describe(recipe.derive(ensemble=1))
     with pytest.raises(ValueError, match="ensemble"):
         recipe.derive(ensemble=0)

@@ -95,8 +95,9 @@ RECIPES["default"] = RECIPES["seed"].derive(
     features={"blocks": ["logmel", "prosody"]},
     model={"hidden1": 128, "hidden2": 64, "dense": 64, "subsample": 3, "normalise": "level"},
     train={"balance": "weights", "max_epochs": 40, "patience": 10, "schedule": "cosine", "monitor": "uar",
-           "spec_augment": (2, 8, 2, 20), "adversary": "speaker", "adversary_weight": 0.5},
+           "spec_augment": (2, 8, 2, 20)},
     augment=("mixed:0-20",),
+    ensemble=3,
 )
 
 

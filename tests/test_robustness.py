@@ -118,3 +118,11 @@ def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path,
     new_card = (models / "MODEL_CARD.md").read_text()
     assert "stale" not in new_card and f"| {100 * uar:.1f} |" in new_card
     assert new_card.startswith("# card\n\n## How good\n\n") and new_card.endswith("\n\nkept text\n")
+
+
+def test_the_bundle_command_refuses_a_bad_ensemble_size_before_any_work(tmp_path, capsys):
+    from ser_edge.training import bundle
+
+    with pytest.raises(SystemExit) as stop:
+        bundle.main(["--urdu", str(tmp_path), "--emodb", str(tmp_path), "--ravdess", str(tmp_path), "--ensemble", "0"])
+    assert stop.value.code == 2 and "--ensemble must be at least 1" in capsys.readouterr().err

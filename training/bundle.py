@@ -186,17 +186,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--recipe", default="default", help="Training recipe (see ser_edge.training.recipes).")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (1: see the README)")
+    parser.add_argument("--ensemble", type=int, default=None,
+                        help="models averaged in the shipped graph and in each fold (default: the recipe's)")
     parser.add_argument("--max-epochs", type=int, default=None, help=argparse.SUPPRESS)  # quick checks only
     parser.add_argument("--rescore", action="store_true",
                         help="train nothing: score the held-out recordings again with the fold models in --work "
                              "(after a runtime change) and update the card, calibration and noise sections")
     args = parser.parse_args(argv)
+    if args.ensemble is not None and args.ensemble < 1:
+        parser.error(f"--ensemble must be at least 1, got {args.ensemble}")
     if args.rescore:
         return rescore(args)
     torch.set_num_threads(args.threads)
     start = time.time()
     quick = {"max_epochs": args.max_epochs} if args.max_epochs else {}
-    recipe = get_recipe(args.recipe).derive(train={"seed": args.seed, "device": args.device, **quick})
+    recipe = get_recipe(args.recipe).derive(train={"seed": args.seed, "device": args.device, **quick},
+                                            ensemble=args.ensemble)
     recipe.check_runnable(args.recipe)
     config, labels = recipe.features, list(SHARED_LABELS)
     cache = FeatureCache(config)
@@ -302,7 +307,7 @@ model: {members_text}. Batch {recipe.train.batch_size}; trained on
 ## Reproduce
 ```bash
 python -m ser_edge.training.bundle --urdu ../shared/data/urdu --emodb ../shared/data/emodb-2s \\
-    --ravdess ../shared/data/ravdess --recipe {args.recipe}
+    --ravdess ../shared/data/ravdess --recipe {args.recipe}{f" --ensemble {args.ensemble}" if args.ensemble else ""}
 ```
 (needs the train extra; writes ser_edge/models/default.int8.onnx, this card and card_scores.json.)
 """

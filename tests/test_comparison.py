@@ -230,3 +230,21 @@ def test_a_row_that_needs_other_recordings_of_the_test_speaker_is_shown_but_neve
             summary.setdefault(f"dev-cross-{c}", {})[system] = {"uar": [uar]}
     text, best = ablation.write_table(tasks, summary, ["multicond", "baseline", "baseline-utt"], tmp_path, "clean")
     assert best == "multicond" and "| baseline |" in text and "Row baseline needs other recordings" in text
+
+
+def test_paired_differences_are_per_seed_and_count_the_seeds_that_improve():
+    from types import SimpleNamespace
+
+    from ser_edge.training import ablation
+
+    tasks = [SimpleNamespace(name=n) for n in ("dev-joint", "dev-cross-emodb", "dev-cross-ravdess", "dev-cross-urdu")]
+    summary: dict = {}
+    for system, per_seed in {"ser-edge (level-no-deltas)": [0.40, 0.40, 0.40],
+                             "ser-edge (multicond)": [0.43, 0.38, 0.45]}.items():
+        summary.setdefault("dev-joint", {})[system] = {"by_corpus": {c: per_seed for c in ("emodb", "ravdess", "urdu")}}
+        for c in ("emodb", "ravdess", "urdu"):
+            summary.setdefault(f"dev-cross-{c}", {})[system] = {"uar": per_seed}
+    lines = ablation.paired_lines(tasks, summary, ["level-no-deltas", "multicond"], "clean")
+    row = [line for line in lines if line.startswith("| multicond |")]
+    assert row == ["| multicond | level-no-deltas | +3.0, -2.0, +5.0 | +3.0, -2.0, +5.0 | 2 of 3 |"]
+    assert ablation.paired_lines(tasks, summary, ["multicond"], "clean") == []  # its parent is not shown

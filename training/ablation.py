@@ -181,6 +181,42 @@ def rule_score(scores: dict, rule: str) -> Optional[float]:
     return (clean + statistics.fmean(noisy)) / 2
 
 
+def seed_scores(scores: dict, rule: str) -> Optional[list[float]]:
+    """The rule's score of each seed of a row (None: the row lacks the noisy figures)."""
+    clean = scores["mean"]
+    if rule == "clean":
+        return list(clean)
+    noisy = [v for k, v in scores.items() if k.startswith("mean ") and k.endswith(" 10 dB")]
+    if len(noisy) != 3:
+        return None
+    return [(c + statistics.fmean(n[i] for n in noisy)) / 2 for i, c in enumerate(clean)]
+
+
+def paired_lines(tasks, summary: dict, rows: Sequence[str], rule: str) -> list[str]:
+    """Per-seed differences of each row from the row it changes (same seeds, same folds): a
+    change that helps with every seed is more telling than a difference of means."""
+    lines = []
+    for name in rows:
+        parent = ROWS[name][0]
+        if parent not in rows:
+            continue
+        a, b = row_scores(tasks, summary, f"ser-edge ({name})"), row_scores(tasks, summary, f"ser-edge ({parent})")
+        if a is None or b is None:
+            continue
+        n = min(len(a["mean"]), len(b["mean"]))
+        clean = [x - y for x, y in zip(a["mean"][:n], b["mean"][:n])]
+        sa, sb = seed_scores(a, rule), seed_scores(b, rule)
+        score = [x - y for x, y in zip(sa[:n], sb[:n])] if sa and sb else []
+        shown = score or clean
+        lines.append(f"| {name} | {parent} | {', '.join(f'{100 * d:+.1f}' for d in clean)} | "
+                     f"{', '.join(f'{100 * d:+.1f}' for d in score) or '-'} | {sum(d > 0 for d in shown)} of {n} |")
+    if not lines:
+        return []
+    return ["Paired differences from the row each row changes (one model per seed, same seeds and folds):", "",
+            "| row | from | Δ clean mean per seed | Δ score per seed | seeds better |", "|---|---|---|---|---:|",
+            *lines, ""]
+
+
 def write_table(tasks, summary: dict, rows: Sequence[str], out: Path,
                 rule: str = "clean") -> tuple[str, Optional[str]]:
     """OUT/ABLATION.md with every row that has results; returns (its text, the chosen row)."""
@@ -229,7 +265,7 @@ def write_table(tasks, summary: dict, rows: Sequence[str], out: Path,
             "`mean K 10 dB`: the same six UARs with the test clips mixed with noise K at 10 dB SNR. "
             "`score`: the mean of `mean` and the three noisy means averaged; the row with the highest "
             "score is the chosen recipe."), "",
-        *table, "", *([f"{'Rows' if len(marked) > 1 else 'Row'} {', '.join(marked)} "
+        *table, "", *paired_lines(tasks, summary, rows, rule), *([f"{'Rows' if len(marked) > 1 else 'Row'} {', '.join(marked)} "
                         f"{'need' if len(marked) > 1 else 'needs'} other recordings of the test speaker (every "
                         "clip of the person, its own included) and no runtime has that: shown, never chosen.", ""]
                       if marked else []),

@@ -129,8 +129,9 @@ def rescore(args: argparse.Namespace) -> int:
                         "--rescore first)")
     card = card_path.read_text()
     start = card.find(QUALITY_HEADER)
-    end = card.find("\n", card.find("Per-class recall (int8):", max(start, 0)))
-    if start < 0 or end < 0 or "Per-class recall (int8):" not in card[start:]:
+    last = card.find("Per-class recall (int8):", start) if start >= 0 else -1
+    end = card.find("\n", last) if last >= 0 else -1
+    if end < 0:
         return fail(f"{card_path} has no held-out table written by this command (its header and its "
                     "'Per-class recall (int8):' line); rebuild it without --rescore")
     corpora = read_corpora({"urdu": args.urdu, "emodb": args.emodb, "ravdess": args.ravdess}, args.recipe)

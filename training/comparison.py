@@ -248,15 +248,14 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
     if recipe.train.distill > 0 or recipe.train.embed_distill > 0:
         train_ex, always_ex = _with_teacher(task, train_ex, always_ex, recipe.train, seed)
     augment, relative = recipe.augmenter(cache), (lambda examples: examples)
-    if recipe.baseline:  # every speaker's clean clips of the task (test speakers' too: unsupervised)
-        per = recipe.baseline
-        baselines = speaker_baselines(_examples(task, range(len(task.clips)), cache), recipe.features, per)
-        if augment is not None and per == "utterance":  # each copy against its own medians
-            augment = _then(augment, _own_baseline(recipe.features))
-        relative = partial(relative_to_baseline, baselines=baselines, config=recipe.features, per=per)
+    if recipe.baseline == "speaker":  # every speaker's clean clips of the task (test speakers' too: unsupervised)
+        baselines = speaker_baselines(_examples(task, range(len(task.clips)), cache), recipe.features)
+        relative = partial(relative_to_baseline, baselines=baselines, config=recipe.features)
+    elif recipe.baseline:  # each clip, copy and test clip against its own medians
+        relative = _own_baseline(recipe.features)
+    if recipe.baseline:
         train_ex, always_ex = relative(train_ex), relative(always_ex)
-        if augment is not None and per == "speaker":
-            augment = _then(augment, relative)
+        augment = _then(augment, relative) if augment is not None else None
     result = fit(train_ex, recipe.model_config(len(task.labels)), recipe.train, augment=augment, always=always_ex)
     test = relative(_examples(task, test_idx, cache))
     probs = predict(result.model, test)

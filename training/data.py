@@ -289,15 +289,19 @@ def speaker_baselines(examples: Sequence[Example], config: FeatureConfig,
     unvoiced = np.log(config.f0_min)
     frames: dict[str, list[np.ndarray]] = {}
     for e in examples:
-        p = e.features[:, span.start : span.start + 3]
-        frames.setdefault(baseline_key(e, per), []).append(p[p[:, 0] > unvoiced + 1e-6])
+        frames.setdefault(baseline_key(e, per), []).append(e.features[:, span.start : span.start + 3])
     out = {}
-    for group, parts in frames.items():
-        voiced = np.concatenate(parts)
-        out[group] = (float(np.median(voiced[:, 0])), float(np.median(voiced[:, 2]))) if len(voiced) else (
-            float(unvoiced), float(np.median(np.concatenate([e.features[:, span.start + 2] for e in examples
-                                                              if baseline_key(e, per) == group]))))
+    for key, parts in frames.items():
+        p = np.concatenate(parts)
+        voiced = p[_voiced(p[:, 0], config)]
+        out[key] = ((float(np.median(voiced[:, 0])), float(np.median(voiced[:, 2]))) if len(voiced)
+                    else (float(unvoiced), float(np.median(p[:, 2]))))  # no voiced frame: every frame's energy
     return out
+
+
+def _voiced(ln_f0: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Frames with a pitch: the prosody block writes ln(f0_min) for unvoiced ones."""
+    return ln_f0 > np.log(config.f0_min) + 1e-6
 
 
 def relative_to_baseline(examples: Sequence[Example], baselines: dict[str, tuple[float, float]],
@@ -307,13 +311,11 @@ def relative_to_baseline(examples: Sequence[Example], baselines: dict[str, tuple
     voicing value tells them apart), every frame's ln energy minus the median. A gain moves a
     stream's energy and its baseline alike, so the difference stays gain-invariant."""
     span = config.block_slices()["prosody"]
-    unvoiced = np.log(config.f0_min)
     out = []
     for e in examples:
         f0, energy = baselines[baseline_key(e, per)]
         x = e.features.copy()
-        voiced = x[:, span.start] > unvoiced + 1e-6
-        x[:, span.start] = np.where(voiced, x[:, span.start] - f0, 0.0)
+        x[:, span.start] = np.where(_voiced(x[:, span.start], config), x[:, span.start] - f0, 0.0)
         x[:, span.start + 2] -= energy
         out.append(Example(x, e.label, e.group, e.path, e.soft, e.target_embedding))
     return out

@@ -248,3 +248,56 @@ def test_paired_differences_are_per_seed_and_count_the_seeds_that_improve():
     row = [line for line in lines if line.startswith("| multicond |")]
     assert row == ["| multicond | level-no-deltas | +3.0, -2.0, +5.0 | +3.0, -2.0, +5.0 | 2 of 3 |"]
     assert ablation.paired_lines(tasks, summary, ["multicond"], "clean") == []  # its parent is not shown
+
+
+def test_speaker_intervals_are_centred_on_the_rules_score_difference():
+    """interval_lines' Δ is the same score difference the table's rule computes, for one model
+    (mean of its seeds) and for the seeds' ensemble; the interval holds it."""
+    from pathlib import Path
+
+    from ser_edge.training import ablation
+    from ser_edge.training.corpora import Clip
+
+    rng = np.random.default_rng(3)
+    corpora = ("emodb", "ravdess", "urdu")
+    clips = {c: [Clip(Path(f"{c}{s}_{i}.wav"), "angry", str(s), c) for s in range(4) for i in range(8)]
+             for c in corpora}
+    labels = ["angry", "happy", "neutral", "sad"]
+    pool = [x for c in corpora for x in clips[c]]
+    tasks = [comparison.Task("dev-joint", "t", "dev-joint", labels, pool, [([], list(range(len(pool))))],
+                             noise=True)]
+    tasks += [comparison.Task(f"dev-cross-{c}", "t", "dev-cross", labels, clips[c], [([], list(range(32)))], noise=True)
+              for c in corpora]
+
+    def record(task, skill):
+        true = rng.integers(0, 4, len(task.clips))
+        guess = lambda: np.where(rng.random(len(true)) < skill, true, rng.integers(0, 4, len(true))).tolist()
+        probs = np.eye(4)[guess()] * 0.9 + 0.025
+        return {"test": [comparison.clip_id(c) for c in task.clips], "true": true.tolist(), "pred": probs.argmax(1).tolist(),
+                "probabilities": probs.tolist(), "noise": {k: guess() for k in comparison.NOISE},
+                "noise_probabilities": {k: (np.eye(4)[guess()]).tolist() for k in comparison.NOISE}}
+
+    results: dict = {}
+    for task in tasks:
+        truth = None
+        for system, skill in (("ser-edge (level-no-deltas)", 0.5), ("ser-edge (multicond)", 0.7)):
+            seeds = {}
+            for seed in range(3):
+                rec = record(task, skill)
+                truth = truth or rec["true"]
+                rec["true"] = truth
+                seeds[seed] = rec
+            results.setdefault(task.name, {})[system] = seeds
+            results[task.name][f"{system[:-1]} ×3)"] = {0: comparison._ensemble(seeds)}
+    summary = comparison.summarise(tasks, results)
+    rows = ["level-no-deltas", "multicond"]
+    expected = [ablation.rule_score(ablation.row_scores(tasks, summary, f"ser-edge (multicond{x})"), "clean+noise")
+                - ablation.rule_score(ablation.row_scores(tasks, summary, f"ser-edge (level-no-deltas{x})"),
+                                      "clean+noise") for x in ("", " ×3")]
+    lines = ablation.interval_lines(tasks, results, rows, "clean+noise", draws=300)
+    row = next(line for line in lines if line.startswith("| multicond |")).strip("|").split("|")
+    for delta, interval, want in ((row[2], row[3], expected[0]), (row[5], row[6], expected[1])):
+        low, high = (float(v) for v in interval.split(" to "))
+        assert float(delta) == pytest.approx(100 * want, abs=0.051)
+        assert low <= float(delta) <= high
+    assert ablation.interval_lines(tasks, results, ["multicond"], "clean") == []  # its parent is not shown

@@ -217,9 +217,50 @@ def paired_lines(tasks, summary: dict, rows: Sequence[str], rule: str) -> list[s
             *lines, ""]
 
 
+def interval_lines(tasks, results: dict, rows: Sequence[str], rule: str, draws: int = 2000) -> list[str]:
+    """Each row's score against the row it changes, with a 95 % interval over draws of the
+    development test speakers (`paired.bootstrap`): how far other speakers could move the
+    difference, which the seeds' spread does not show. `results`: `comparison.collect`'s."""
+    from ser_edge.training.comparison import NOISE, clip_id
+    from ser_edge.training.paired import bootstrap, paired_item
+
+    groups = {clip_id(c): c.group for t in tasks for c in t.clips}
+    corpora = sorted({c.corpus for t in tasks for c in t.clips})
+    conditions = [(None, 1.0)] + ([(k, 1 / len(NOISE)) for k in NOISE] if rule != "clean" else [])
+    lines = []
+    for name in rows:
+        parent = ROWS[name][0]
+        if parent not in rows:
+            continue
+        cells = []
+        for a, b in ((f"ser-edge ({name})", f"ser-edge ({parent})"),
+                     (f"ser-edge ({name} ×3)", f"ser-edge ({parent} ×3)")):
+            items = [paired_item(results, groups, "dev-joint", a, b, noise=k, corpus=c, weight=w,
+                                 name=f"joint {c} {k or 'clean'}") for k, w in conditions for c in corpora]
+            items += [paired_item(results, groups, f"dev-cross-{c}", a, b, noise=k, weight=w,
+                                  name=f"→ {c} {k or 'clean'}") for k, w in conditions for c in corpora]
+            if any(item is None for item in items):
+                cells.append("- | - | -")
+                continue
+            r = bootstrap(items, draws)["mean"]
+            cells.append(f"{100 * r['delta']:+.1f} | {100 * r['low']:+.1f} to {100 * r['high']:+.1f} | "
+                         f"{100 * r['ahead']:.0f} %")
+        if any(c != "- | - | -" for c in cells):
+            lines.append(f"| {name} | {parent} | {' | '.join(cells)} |")
+    if not lines:
+        return []
+    what = "score" if rule != "clean" else "mean"
+    return [f"The same differences with a 95 % interval over {draws} draws of the development test speakers "
+            f"(each corpus's speakers drawn with replacement; Δ {what}, A = the row, B = the row it changes; "
+            "`python -m ser_edge.training.paired` does the same on the published protocols):", "",
+            f"| row | from | Δ {what}, one model | interval | draws ahead | Δ {what}, ×3 | interval | draws ahead |",
+            "|---|---|---:|---|---:|---:|---|---:|", *lines, ""]
+
+
 def write_table(tasks, summary: dict, rows: Sequence[str], out: Path,
-                rule: str = "clean") -> tuple[str, Optional[str]]:
-    """OUT/ABLATION.md with every row that has results; returns (its text, the chosen row)."""
+                rule: str = "clean", results: Optional[dict] = None) -> tuple[str, Optional[str]]:
+    """OUT/ABLATION.md with every row that has results (and, given `comparison.collect`'s
+    `results`, speaker intervals of each row's difference); returns (its text, the chosen row)."""
     from ser_edge.training.comparison import _cell
 
     table, best, best_score = [], None, None
@@ -265,7 +306,8 @@ def write_table(tasks, summary: dict, rows: Sequence[str], out: Path,
             "`mean K 10 dB`: the same six UARs with the test clips mixed with noise K at 10 dB SNR. "
             "`score`: the mean of `mean` and the three noisy means averaged; the row with the highest "
             "score is the chosen recipe."), "",
-        *table, "", *paired_lines(tasks, summary, rows, rule), *([f"{'Rows' if len(marked) > 1 else 'Row'} {', '.join(marked)} "
+        *table, "", *paired_lines(tasks, summary, rows, rule),
+        *(interval_lines(tasks, results, rows, rule) if results is not None else []), *([f"{'Rows' if len(marked) > 1 else 'Row'} {', '.join(marked)} "
                         f"{'need' if len(marked) > 1 else 'needs'} other recordings of the test speaker (every "
                         "clip of the person, its own included) and no runtime has that: shown, never chosen.", ""]
                       if marked else []),
@@ -317,7 +359,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 for s in range(len(t.splits))]
         run_jobs(jobs, {t.name: t for t in tasks}, runs, args.jobs, args.device,
                  overrides={"max_epochs": args.max_epochs} if args.max_epochs else None)
-    text, best = write_table(tasks, summarise(tasks, collect(runs, tasks)), args.rows, args.out, args.rule)
+    results = collect(runs, tasks)
+    text, best = write_table(tasks, summarise(tasks, results), args.rows, args.out, args.rule, results)
     print(text)
     return 0
 

@@ -395,3 +395,25 @@ def test_the_adversary_changes_training_and_stays_out_of_the_model():
     # The reversed gradient reaches the encoder: its weights end elsewhere.
     a, p = adv.model.state_dict(), plain.model.state_dict()
     assert any(not torch.equal(a[k], p[k]) for k in a if "lstm" in k.lower())
+
+
+def test_an_adversary_given_the_label_sees_it_beside_the_attention_vector():
+    from pathlib import Path
+
+    clips = [Example(np.zeros((5, DIM), np.float32), i % 2, group, Path(f"/{i}.wav"))
+             for i, group in enumerate(["a:1", "a:2", "b:1", "b:1"])]
+    config = _model_config()
+    plain, _ = trainer._adversary(clips, config, _train_config(adversary="speaker"), "cpu")
+    given, _ = trainer._adversary(clips, config, _train_config(adversary="speaker", adversary_given_label=True), "cpu")
+    assert given[0].in_features == plain[0].in_features + config.n_classes
+    assert "adversary_given_label" not in _train_config(adversary="speaker").to_dict()  # older recipes unchanged
+    assert _train_config(adversary="speaker", adversary_given_label=True).to_dict()["adversary_given_label"] is True
+
+
+def test_telling_the_adversary_the_label_changes_training_and_not_the_exported_model():
+    train, val = _clips([0, 1] * 12, seed=1), _clips([0, 1] * 4, seed=2)
+    kwargs = dict(lr=0.01, max_epochs=3, patience=5, adversary="speaker", adversary_weight=1.0)
+    adv = train_model(train, val, _model_config(), _train_config(**kwargs))
+    given = train_model(train, val, _model_config(), _train_config(**kwargs, adversary_given_label=True))
+    assert set(given.model.state_dict()) == set(adv.model.state_dict())
+    assert [h["train_loss"] for h in given.history] != [h["train_loss"] for h in adv.history]

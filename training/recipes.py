@@ -132,8 +132,10 @@ def describe(recipe: Recipe) -> str:
         *([f"ln F0 and ln energy relative to the {recipe.baseline}'s median over voiced frames (a baseline; "
            "the window keeps its energy level)"] if recipe.baseline else []),
         *([f"random {t.crop_frames}-frame crops"] if t.crop_frames else []),
-        *([f"a training-only {t.adversary} classifier on the pooled attention vector through gradient reversal "
-           f"(weight ramping to {t.adversary_weight:g})"] if t.adversary and t.adversary_weight else []),
+        *([f"a training-only {t.adversary} classifier on the pooled attention vector"
+           + (" and the clip's label" if t.adversary_given_label else "")
+           + f" through gradient reversal (weight ramping to {t.adversary_weight:g})"]
+          if t.adversary and t.adversary_weight else []),
         *([f"extra training copies {', '.join(_copy(a) for a in recipe.augment)}"] if recipe.augment else []),
         *([f"an ensemble of {recipe.ensemble} such models (seeds seed..seed+{recipe.ensemble - 1}) whose "
            "probabilities are averaged inside one exported graph"] if recipe.ensemble > 1 else []),

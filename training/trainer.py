@@ -53,6 +53,9 @@ class TrainConfig:
     # `adversary_weight` over the epochs), so the encoder learns what does not tell them apart.
     adversary: str = ""          # "", "corpus" (the part of Example.group before ':') or "speaker"
     adversary_weight: float = 0.5
+    # The head also sees each clip's label, so what the label already tells of the domain (in
+    # URDU most speakers hold one or two classes) is not pushed out of the encoder with it.
+    adversary_given_label: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
@@ -84,6 +87,8 @@ class TrainConfig:
         out = asdict(self)
         if not self.adversary:  # as before the option existed
             del out["adversary"], out["adversary_weight"]
+        if not self.adversary_given_label:
+            del out["adversary_given_label"]
         return out
 
 
@@ -282,7 +287,10 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
                         progress_ = (epoch - 1 + b / len(batches)) / config.max_epochs
                         strength = config.adversary_weight * (2 / (1 + math.exp(-10 * progress_)) - 1)
                         target = torch.tensor([domains[_domain(e, config.adversary)] for e in items], device=device)
-                        loss = loss + nn.functional.cross_entropy(adversary(_reverse(context, strength)), target)
+                        seen = _reverse(context, strength)
+                        if config.adversary_given_label:  # the label's part gets no gradient: it is data
+                            seen = torch.cat([seen, nn.functional.one_hot(y, model_config.n_classes).float()], 1)
+                        loss = loss + nn.functional.cross_entropy(adversary(seen), target)
                     loss.backward()
                     optimiser.step()
                     total += float(loss.detach()) * len(y)
@@ -351,7 +359,8 @@ def _adversary(train, model_config: ModelConfig, config: TrainConfig, device):
     domains = {d: i for i, d in enumerate(sorted({_domain(e, config.adversary) for e in train}))}
     if len(domains) < 2:
         return None, {}
-    head = nn.Sequential(nn.Linear(model_config.embedding_dim, 64), nn.ReLU(), nn.Linear(64, len(domains)))
+    inputs = model_config.embedding_dim + (model_config.n_classes if config.adversary_given_label else 0)
+    head = nn.Sequential(nn.Linear(inputs, 64), nn.ReLU(), nn.Linear(64, len(domains)))
     return head.to(device), domains
 
 

@@ -323,3 +323,29 @@ def test_info_shows_a_model_with_partial_adaptation_metadata(tmp_path):
     out = write_adapted(base, _random_head(emb.shape[1], 2), ["a", "b"], tmp_path / "x.onnx", {"check": True})
     result = runner.invoke(app, ["info", "--model", str(out)])
     assert result.exit_code == 0 and "adapted" in result.output, result.output
+
+
+def test_the_k_shot_base_model_is_trained_again_when_the_default_recipe_changed(tmp_path, monkeypatch):
+    """A cached base model is reused only with the recipe it was trained with."""
+    pytest.importorskip("torch")
+    from ser_edge.training import kshot, protocols
+    from ser_edge.training.recipes import get_recipe
+
+    class Trained(Exception):
+        pass
+
+    def fit(*args, **kwargs):
+        raise Trained
+
+    monkeypatch.setattr(protocols, "fit", fit)
+    (tmp_path / "base-without-urdu.int8.onnx").write_bytes(b"cached")
+    recipe = get_recipe("default").derive(train={"seed": 0, "device": "cpu"})
+    made_with = tmp_path / "base-without-urdu.recipe.json"
+    made_with.write_text(json.dumps(recipe.to_dict()))
+    assert kshot.base_model("urdu", {}, tmp_path, 1) == tmp_path / "base-without-urdu.int8.onnx"
+    made_with.write_text(json.dumps({**json.loads(made_with.read_text()), "augment": []}))  # an older recipe
+    with pytest.raises(Trained):
+        kshot.base_model("urdu", {}, tmp_path, 1)
+    made_with.unlink()  # made before the recipe was recorded
+    with pytest.raises(Trained):
+        kshot.base_model("urdu", {}, tmp_path, 1)

@@ -47,19 +47,22 @@ AROUSAL = {"angry": "high", "happy": "high", "neutral": "low", "sad": "low"}
 
 
 def base_model(target: str, corpora: dict[str, list[Clip]], work: Path, threads: int) -> Path:
-    """The default recipe trained on every corpus but `target` (4 classes), as int8 ONNX; cached."""
-    out = work / f"base-without-{target}.int8.onnx"
-    if out.exists():
+    """The default recipe trained on every corpus but `target` (4 classes), as int8 ONNX; cached
+    with the recipe it was trained with, and trained again when the default recipe has changed."""
+    from ser_edge.training.recipes import get_recipe
+
+    recipe = get_recipe("default").derive(train={"seed": 0, "device": "cpu"})
+    out, made_with = work / f"base-without-{target}.int8.onnx", work / f"base-without-{target}.recipe.json"
+    wanted = json.loads(json.dumps(recipe.to_dict()))  # as it reads back (tuples become lists)
+    if out.exists() and made_with.exists() and json.loads(made_with.read_text()) == wanted:
         return out
     import torch
 
     from ser_edge.training.data import FeatureCache, load_examples
     from ser_edge.training.export import export_onnx, quantise_int8
     from ser_edge.training.protocols import fit
-    from ser_edge.training.recipes import get_recipe
 
     torch.set_num_threads(threads)
-    recipe = get_recipe("default").derive(train={"seed": 0, "device": "cpu"})
     labels = list(SHARED_LABELS)
     clips = [c for name in sorted(corpora) if name != target for c in to_shared(corpora[name])]
     examples, _ = load_examples(clips, labels, FeatureCache(recipe.features))
@@ -72,6 +75,7 @@ def base_model(target: str, corpora: dict[str, list[Clip]], work: Path, threads:
     fp32 = export_onnx(result.model.cpu(), recipe.features, labels, work / f"base-without-{target}.onnx",
                        training=training)
     quantise_int8(fp32, out)
+    made_with.write_text(json.dumps(wanted, indent=1))
     print(f"base without {target}: trained on {', '.join(sources)} ({len(examples)} clips) in "
           f"{time.time() - start:.0f} s, best epoch {result.best_epoch}", flush=True)
     return out

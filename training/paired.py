@@ -65,6 +65,8 @@ def bootstrap(items: Sequence[Paired], draws: int = 2000, seed: int = 0) -> dict
     """{"tasks": {task: {"a", "b", "delta", "low", "high", "ahead"}}, "mean": {...}}: UARs on
     the test clips as they are, the difference A - B, its 2.5 and 97.5 percentiles over
     speaker draws, and the share of draws with A ahead (UARs as fractions)."""
+    if len({item.task for item in items}) != len(items):
+        raise ValueError("two items share a name: name each protocol, noise and corpus part apart")
     speakers = sorted({s for item in items for s in item.speakers})
     index = {s: i for i, s in enumerate(speakers)}
     rng = np.random.default_rng(seed)
@@ -72,8 +74,6 @@ def bootstrap(items: Sequence[Paired], draws: int = 2000, seed: int = 0) -> dict
     for corpus in sorted({s.split(":")[0] for s in speakers}):  # each corpus keeps its number of speakers
         members = [index[s] for s in speakers if s.split(":")[0] == corpus]
         counts[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=draws)
-    if len({item.task for item in items}) != len(items):
-        raise ValueError("two items share a name: name each protocol, noise and corpus part apart")
     out: dict = {"tasks": {}, "speakers": len(speakers), "draws": draws}
     deltas = []
     for item in items:
@@ -85,10 +85,10 @@ def bootstrap(items: Sequence[Paired], draws: int = 2000, seed: int = 0) -> dict
         deltas.append(d)
         out["tasks"][item.task] = _summary(a, b, d)
     if items:
-        w = np.array([item.weight for item in items], dtype=np.float64)[:, None]
-        a = float(np.average([t["a"] for t in out["tasks"].values()], weights=w[:, 0]))
-        b = float(np.average([t["b"] for t in out["tasks"].values()], weights=w[:, 0]))
-        stacked = np.stack(deltas)
+        weights = np.array([item.weight for item in items], dtype=np.float64)
+        a = float(np.average([t["a"] for t in out["tasks"].values()], weights=weights))
+        b = float(np.average([t["b"] for t in out["tasks"].values()], weights=weights))
+        stacked, w = np.stack(deltas), weights[:, None]
         tested = np.where(np.isnan(stacked), 0.0, w)  # a protocol with no speaker in a draw drops out of it
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(tested.sum(0) > 0, np.nansum(stacked * w, axis=0) / tested.sum(0), np.nan)

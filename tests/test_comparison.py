@@ -301,3 +301,51 @@ def test_speaker_intervals_are_centred_on_the_rules_score_difference():
         assert float(delta) == pytest.approx(100 * want, abs=0.051)
         assert low <= float(delta) <= high
     assert ablation.interval_lines(tasks, results, ["multicond"], "clean") == []  # its parent is not shown
+
+
+def test_clips_outside_the_shared_classes_are_offered_to_the_training_side_only(corpora):
+    from ser_edge.training.ablation import dev_tasks
+
+    clips = {"emodb": read_emodb(corpora / "emodb"), "ravdess": read_ravdess(corpora / "ravdess")}
+    tasks = {t.name: t for t in comparison.comparison_tasks(clips, folds=3)}
+    assert not tasks["within-emodb"].extra and not tasks["within-ravdess"].extra  # every class is a class there
+    assert {c.label for c in tasks["within-ravdess4"].extra} == {"calm", "fearful", "disgust", "surprised"}
+    assert {c.corpus for c in tasks["zeroshot-emodb-to-ravdess"].extra} == {"emodb"}  # the source's only
+    assert {c.label for c in tasks["zeroshot-emodb-to-ravdess"].extra} == {"boredom", "disgust", "fear"}
+    joint = tasks["joint"]
+    assert len(joint.extra) == sum(len(v) for v in clips.values()) - len(joint.clips)
+    assert not {c.path for c in joint.extra} & {c.path for c in joint.clips}
+    dev = {t.name: t for t in dev_tasks(clips)}
+    assert dev["dev-joint"].extra and all(is_development(c.group) for c in dev["dev-joint"].extra)
+    assert {c.corpus for c in dev["dev-cross-emodb"].extra} == {"ravdess"}  # never the tested corpus
+
+
+def test_a_run_with_own_labels_trains_on_the_extra_clips_of_its_training_speakers(corpora, monkeypatch, tmp_path):
+    from ser_edge.training import protocols
+
+    monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
+    clips = {"emodb": read_emodb(corpora / "emodb"), "ravdess": read_ravdess(corpora / "ravdess")}
+    task = next(t for t in comparison.comparison_tasks(clips, folds=3) if t.name == "joint")
+    seen = {}
+
+    def fit(examples, model_config, config, log=None, augment=None, always=(), extra=()):
+        seen.update(extra=list(extra), examples=list(examples))
+        from ser_edge.training.model import BiLstmAttention
+        from ser_edge.training.trainer import TrainResult
+
+        return TrainResult(model=BiLstmAttention(model_config).eval())
+
+    monkeypatch.setattr(protocols, "fit", fit)
+    comparison._init_worker({"joint": task}, "cpu", 1)
+    record = comparison.run_ser_edge("joint", 0, 0, "own-labels")
+    train_idx, test_idx = task.splits[0]
+    speakers = {task.clips[i].group for i in train_idx}
+    assert seen["extra"] and {e.group for e in seen["extra"]} <= speakers
+    assert all(e.label == -1 and e.own.split(":")[1] not in task.labels for e in seen["extra"])
+    assert all(e.own == f"{e.group.split(':')[0]}:{task.labels[e.label]}" for e in seen["examples"])
+    assert len(record["test"]) == len(test_idx)
+    comparison._STATE.clear()
+    comparison._init_worker({"joint": task}, "cpu", 1)
+    comparison.run_ser_edge("joint", 0, 0, "multicond")
+    assert seen["extra"] == []  # a recipe without the head gets none
+    comparison._STATE.clear()

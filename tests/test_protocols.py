@@ -128,3 +128,20 @@ def test_the_feature_cache_follows_the_feature_core(tmp_path, monkeypatch):
     monkeypatch.setattr(data_module, "_CORE_KEY", "another build of the core")
     assert cache._key(wav, None, ()) != first
     assert cache._key(wav, NoiseSpec("white", 10.0), ()) != cache._key(wav, None, ())
+
+
+def test_clips_outside_the_classes_train_only_with_their_speakers_in_the_training_part(monkeypatch):
+    rng = np.random.default_rng(1)
+    examples = _examples("a", 7, 3, rng)
+    extra = [Example(e.features, -1, e.group, Path(str(e.path).replace(".wav", "-x.wav")), own="a:calm")
+             for e in _examples("a", 8, 1, rng)]  # speaker a:07 has no clip in `examples`
+    recorder = _Recorder()
+    monkeypatch.setattr(protocols, "train_model", recorder)
+    config = ModelConfig(input_dim=3, n_classes=4, hidden1=4, hidden2=4, dense=4)
+    protocols.fit(examples, config, TrainConfig(own_labels=0.5), extra=extra)
+    (train, val), = recorder.runs
+    added = [e for e in train if e.label == -1]
+    speakers = {e.group for e in train if e.label >= 0}
+    assert added and {e.group for e in added} == speakers  # every training speaker's, no one else's
+    assert not {e.group for e in val} & {e.group for e in added} and all(e.label >= 0 for e in val)
+    assert "a:07" not in {e.group for e in added}

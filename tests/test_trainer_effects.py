@@ -417,3 +417,54 @@ def test_telling_the_adversary_the_label_changes_training_and_not_the_exported_m
     given = train_model(train, val, _model_config(), _train_config(**kwargs, adversary_given_label=True))
     assert set(given.model.state_dict()) == set(adv.model.state_dict())
     assert [h["train_loss"] for h in given.history] != [h["train_loss"] for h in adv.history]
+
+
+def _owned(labels, own, seed: int = 0) -> list[Example]:
+    """Clips as `_clips` makes them, each with its label among all of its corpus's labels."""
+    return [Example(e.features, e.label, e.group, e.path, own=o) for e, o in zip(_clips(labels, seed=seed), own)]
+
+
+def test_the_own_label_head_has_a_softmax_per_corpus():
+    clips = _owned([0, 1, 0, -1, -1], ["a:x", "a:y", "b:x", "b:z", "a:w"])
+    config = _model_config()
+    head, index, allowed = trainer._own_head(clips, config, _train_config(own_labels=0.5), "cpu")
+    assert index == {"a:w": 0, "a:x": 1, "a:y": 2, "b:x": 3, "b:z": 4} and head[-1].out_features == 5
+    assert allowed.tolist() == [[True, True, True, False, False]] * 3 + [[False, False, False, True, True]] * 2
+    assert trainer._own_head(clips[:3], config, _train_config(), "cpu") == (None, {}, None)
+    with pytest.raises(ValueError, match="own_labels > 0"):  # clips without a class would train nothing
+        trainer._own_head(clips, config, _train_config(), "cpu")
+    with pytest.raises(ValueError, match="no own label"):
+        trainer._own_head(_owned([0, -1], ["a:x", ""]), config, _train_config(own_labels=0.5), "cpu")
+    with pytest.raises(ValueError, match="own_labels must be >= 0"):
+        _train_config(own_labels=-1.0)
+    assert "own_labels" not in _train_config().to_dict()  # older recipes' dicts unchanged
+    assert _train_config(own_labels=0.5).to_dict()["own_labels"] == 0.5
+
+
+def test_the_class_loss_ignores_clips_without_a_class():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 2, requires_grad=True)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-1)
+    config = _train_config()
+    loss = trainer._loss(logits, None, torch.tensor([0, -1, 1]), [], loss_fn, config, None, "cpu")
+    assert torch.allclose(loss, F.cross_entropy(logits[[0, 2]], torch.tensor([0, 1])))
+    none = trainer._loss(logits, None, torch.tensor([-1, -1, -1]), [], loss_fn, config, None, "cpu")
+    assert float(none.detach()) == 0.0 and none.requires_grad  # a batch of such clips alone: no NaN
+    keep = trainer._balanced_subset(_owned([0, 0, 0, 1, -1, -1], ["a:x"] * 6), np.random.default_rng(0))
+    assert {4, 5} <= set(keep.tolist()) and len(keep) == 4  # one of each class, every clip without one
+
+
+def test_clips_without_a_class_train_the_encoder_through_the_own_head_only():
+    train = _owned([0, 1] * 12, ["a:x", "a:y"] * 12, seed=1)
+    extra = _owned([0, 1] * 6, ["a:z", "a:w"] * 6, seed=3)
+    extra = [Example(e.features, -1, e.group, e.path, own=e.own) for e in extra]
+    val = _clips([0, 1] * 4, seed=2)
+    kwargs = dict(lr=0.01, max_epochs=3, patience=5, own_labels=1.0)
+    with pytest.raises(ValueError, match="own_labels"):
+        train_model(train + extra, val, _model_config(), _train_config(lr=0.01), log=None)
+    plain = train_model(train, val, _model_config(), _train_config(**kwargs))
+    more = train_model(train + extra, val, _model_config(), _train_config(**kwargs))
+    assert set(more.model.state_dict()) == set(plain.model.state_dict())  # the head is never exported
+    assert all(math.isfinite(h["train_loss"]) for h in more.history)
+    a, p = more.model.state_dict(), plain.model.state_dict()
+    assert any(not torch.equal(a[k], p[k]) for k in a if "lstm" in k.lower())  # they reached the encoder

@@ -106,6 +106,12 @@ _row("multicond-kd", "multicond", "distillation: 0.5 x KL to the teacher's cross
 # classes (most of URDU's) do not make it push the emotion out of the encoder with the speaker.
 _row("adv-speaker-label", "adv-speaker", "the speaker classifier also sees each clip's label (one-hot, beside the "
      "reversed attention vector)", train={"adversary_given_label": True})
+# Eighth round: every label of the clips' own corpora through a training-only head, so the clips
+# outside the 4 shared classes (EmoDB boredom/disgust/fear, RAVDESS calm/fearful/disgust/surprised)
+# train the encoder too.
+_row("own-labels", "multicond", "+ a training-only head classifying each clip among all labels of its corpus "
+     "(weight 0.5); the training speakers' clips outside the 4 classes train through it",
+     train={"own_labels": 0.5})
 
 
 def resolve(name: str) -> Recipe:
@@ -124,18 +130,20 @@ def transductive(name: str) -> bool:
 def dev_tasks(corpora: dict[str, list[Clip]], folds: int = 4, noise: bool = False):
     """The development protocol's tasks over the development speakers of the corpora (with
     `noise`, ser-edge runs also score the test clips in white, pink and babble at 10 dB)."""
-    from ser_edge.training.comparison import TITLES, Task, _speaker_folds
+    from ser_edge.training.comparison import TITLES, Task, _speaker_folds, outside
 
     shared = {c: [x for x in to_shared(clips) if is_development(x.group)] for c, clips in corpora.items()}
+    extra = {c: [x for x in outside(corpora, [c], SHARED_LABELS) if is_development(x.group)] for c in corpora}
     pool = [x for c in sorted(shared) for x in shared[c]]
     tasks = [Task("dev-joint", "development speakers pooled (4 classes)", "dev-joint", list(SHARED_LABELS), pool,
-                  _speaker_folds(pool, folds, is_development, is_development), noise=noise)]
+                  _speaker_folds(pool, folds, is_development, is_development), noise=noise,
+                  extra=[x for c in sorted(extra) for x in extra[c]])]
     for c in sorted(shared):
         train = [x for o in sorted(shared) if o != c for x in shared[o]]
         tasks.append(Task(f"dev-cross-{c}", f"development speakers: others → {TITLES[c]}", "dev-cross",
                           list(SHARED_LABELS), train + shared[c],
                           [(list(range(len(train))), list(range(len(train), len(train) + len(shared[c]))))],
-                          noise=noise))
+                          noise=noise, extra=[x for o in sorted(extra) if o != c for x in extra[o]]))
     return tasks
 
 

@@ -76,6 +76,9 @@ class Task:
     splits: list[tuple[list[int], list[int]]] = field(default_factory=list)
     noise: bool = False           # ser-edge runs also score the test clips in noise
     always: list[list[int]] = field(default_factory=list)  # per split: clips always trained on (adaptation)
+    #: Clips of the pool's corpora outside `labels`: a recipe with TrainConfig.own_labels trains
+    #: on those of each split's training speakers (never tested on, never in a test speaker's split).
+    extra: list[Clip] = field(default_factory=list)
 
     def test_set(self) -> list[str]:
         """Every test clip's id (corpus/stem), in split order: equal across systems."""
@@ -117,13 +120,14 @@ def comparison_tasks(corpora: dict[str, list[Clip]], folds: int = 10) -> list[Ta
         corpus = name.rstrip("4")
         clips = [c for c in corpora[corpus] if c.label in labels] if labels is not SHARED else to_shared(corpora[corpus])
         tasks.append(Task(f"within-{name}", f"within {TITLES[corpus]} ({what})", "within", list(labels), clips,
-                          _speaker_folds(clips, folds, _evaluation), noise=True))
+                          _speaker_folds(clips, folds, _evaluation), noise=True,
+                          extra=outside(corpora, [corpus], labels)))
     shared = {c: to_shared(clips) for c, clips in corpora.items()}
     for a, b in permutations(sorted(shared), 2):
         pool = shared[a] + shared[b]
         test = [i for i in range(len(shared[a]), len(pool)) if _evaluation(pool[i].group)]
         tasks.append(Task(f"zeroshot-{a}-to-{b}", f"zero-shot {TITLES[a]} → {TITLES[b]} (4 classes)", "zero-shot",
-                          SHARED, pool, [(list(range(len(shared[a]))), test)]))
+                          SHARED, pool, [(list(range(len(shared[a]))), test)], extra=outside(corpora, [a], SHARED)))
     if len(shared) >= 3:
         for c in sorted(shared):
             others = [o for o in sorted(shared) if o != c]
@@ -131,11 +135,12 @@ def comparison_tasks(corpora: dict[str, list[Clip]], folds: int = 10) -> list[Ta
             n = len(pool) - len(shared[c])
             test = [i for i in range(n, len(pool)) if _evaluation(pool[i].group)]
             tasks.append(Task(f"loco-{c}", f"{' + '.join(TITLES[o] for o in others)} → {TITLES[c]} (4 classes)",
-                              "loco", SHARED, pool, [(list(range(n)), test)]))
+                              "loco", SHARED, pool, [(list(range(n)), test)], extra=outside(corpora, others, SHARED)))
     if len(shared) >= 2:
         pool = [x for c in sorted(shared) for x in shared[c]]
         tasks.append(Task("joint", f"joint {' + '.join(TITLES[c] for c in sorted(shared))} (4 classes)", "joint",
-                          SHARED, pool, _speaker_folds(pool, folds, _evaluation)))
+                          SHARED, pool, _speaker_folds(pool, folds, _evaluation),
+                          extra=outside(corpora, sorted(shared), SHARED)))
     return tasks
 
 
@@ -199,8 +204,33 @@ def _examples(task: Task, indices: Sequence[int], cache, noise=None):
             spec = NoiseSpec(noise, NOISE_SNR_DB) if noise else None
             talkers = babble_talkers(clip, [c for c in task.clips if c.corpus == clip.corpus]) if noise == "babble" else []
             memo[key] = cache.features(clip.path, spec, talkers)
-        out.append(Example(memo[key], task.labels.index(clip.label), clip.group, clip.path))
+        out.append(Example(memo[key], task.labels.index(clip.label), clip.group, clip.path,
+                           own=f"{clip.corpus}:{clip.label}"))
     return out
+
+
+def _extra_examples(task: Task, speakers: set, cache) -> list:
+    """The task's clips outside its classes (label -1) of the given speakers, with their own label."""
+    from ser_edge.training.data import MIN_FRAMES, Example
+
+    memo = _STATE.setdefault("features", {})
+    out = []
+    for clip in task.extra:
+        if clip.group not in speakers:
+            continue
+        key = (str(clip.path), None, cache.config.to_json())
+        if key not in memo:
+            memo[key] = cache.features(clip.path)
+        if len(memo[key]) >= MIN_FRAMES:
+            out.append(Example(memo[key], -1, clip.group, clip.path, own=f"{clip.corpus}:{clip.label}"))
+    return out
+
+
+def outside(corpora: dict[str, list[Clip]], names: Sequence[str], labels: Sequence[str]) -> list[Clip]:
+    """The clips of the named corpora whose label is not one of `labels` (and not one that
+    `to_shared` maps onto them)."""
+    kept = {c.path for c in to_shared([c for n in names for c in corpora[n]]) if c.label in labels}
+    return [c for n in names for c in corpora[n] if c.label not in labels and c.path not in kept]
 
 
 def _in_noise(task: Task, indices: Sequence[int], cache, kind: str, recipe) -> list:
@@ -256,7 +286,11 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
     if recipe.baseline:
         train_ex, always_ex = relative(train_ex), relative(always_ex)
         augment = _then(augment, relative) if augment is not None else None
-    result = fit(train_ex, recipe.model_config(len(task.labels)), recipe.train, augment=augment, always=always_ex)
+    extra_ex = []
+    if recipe.train.own_labels > 0 and task.extra:
+        extra_ex = relative(_extra_examples(task, {task.clips[i].group for i in train_idx}, cache))
+    result = fit(train_ex, recipe.model_config(len(task.labels)), recipe.train, augment=augment, always=always_ex,
+                 extra=extra_ex)
     test = relative(_examples(task, test_idx, cache))
     probs = predict(result.model, test)
     out = _run_record(task, test_idx, probs)

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -52,6 +52,10 @@ class Example:
     #: probabilities at the distillation temperature, and its pooled embedding.
     soft: Optional[np.ndarray] = None
     target_embedding: Optional[np.ndarray] = None
+    #: The clip's label among every label of its corpus ("emodb:boredom"), for the training-only
+    #: head of TrainConfig.own_labels; "" when unknown. A clip outside the task's classes has
+    #: label -1 and trains only that head.
+    own: str = ""
 
 
 def core_key() -> str:
@@ -254,7 +258,7 @@ class Augmenter:
                     warnings.warn(f"no {kind} copy of {e.path}: {err}", stacklevel=2)
                     continue
                 if len(feats) >= MIN_FRAMES:
-                    out.append(Example(feats, e.label, e.group, e.path, e.soft, e.target_embedding))
+                    out.append(replace(e, features=feats))
         return out
 
 
@@ -267,8 +271,8 @@ def speaker_normalise(examples: Sequence[Example]) -> list[Example]:
     for e in examples:
         sums[e.group] = sums.get(e.group, 0) + e.features.sum(0, dtype=np.float64)
         counts[e.group] = counts.get(e.group, 0) + len(e.features)
-    return [Example((e.features - (sums[e.group] / counts[e.group])).astype(np.float32), e.label, e.group, e.path)
-            for e in examples]
+    return [replace(e, features=(e.features - (sums[e.group] / counts[e.group])).astype(np.float32), soft=None,
+                    target_embedding=None) for e in examples]
 
 
 def baseline_key(example: Example, per: str) -> str:
@@ -317,5 +321,5 @@ def relative_to_baseline(examples: Sequence[Example], baselines: dict[str, tuple
         x = e.features.copy()
         x[:, span.start] = np.where(_voiced(x[:, span.start], config), x[:, span.start] - f0, 0.0)
         x[:, span.start + 2] -= energy
-        out.append(Example(x, e.label, e.group, e.path, e.soft, e.target_embedding))
+        out.append(replace(e, features=x))
     return out

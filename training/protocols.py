@@ -129,11 +129,16 @@ def training_split(examples: Sequence[Example], seed: int, val_fraction: float =
 
 def fit(examples: Sequence[Example], model_config: ModelConfig, train_config: TrainConfig,
         log: Log = None, val_fraction: float = 1 / 7, progress: bool = False,
-        augment: Augment = None, always: Sequence[Example] = ()) -> TrainResult:
+        augment: Augment = None, always: Sequence[Example] = (), extra: Sequence[Example] = ()) -> TrainResult:
     """Train on `examples` (and all of `always`), early-stopping on a speaker-disjoint,
     class-mixed `val_fraction` of the clips of `examples`; `augment` adds copies of the
-    training part (never of the validation part)."""
+    training part (never of the validation part). `extra`: clips outside the task's classes
+    (label -1, for `TrainConfig.own_labels`); those of the training part's speakers are
+    trained on, the others (validation speakers' and any not in `examples`) left out."""
     train, val = training_split(examples, train_config.seed, val_fraction, always)
+    if extra:
+        speakers = {e.group for e in train}
+        train = train + [e for e in extra if e.group in speakers]
     missing = set(range(model_config.n_classes)) - {e.label for e in train}
     if missing:
         warnings.warn(f"classes {sorted(missing)} have no training clips; the model cannot learn them", stacklevel=2)
@@ -143,7 +148,8 @@ def fit(examples: Sequence[Example], model_config: ModelConfig, train_config: Tr
 
 
 def fit_ensemble(examples: Sequence[Example], model_config: ModelConfig, train_config: TrainConfig, members: int,
-                 log: Log = None, augment: Augment = None, always: Sequence[Example] = ()):
+                 log: Log = None, augment: Augment = None, always: Sequence[Example] = (),
+                 extra: Sequence[Example] = ()):
     """`members` models fitted like `fit` with seeds seed, seed+1, ... (each with its own
     validation part); returns (the model: one, or an Ensemble of them, and the TrainResults)."""
     from dataclasses import replace
@@ -151,7 +157,7 @@ def fit_ensemble(examples: Sequence[Example], model_config: ModelConfig, train_c
     from ser_edge.training.model import Ensemble
 
     results = [fit(examples, model_config, replace(train_config, seed=train_config.seed + k), log=log,
-                   augment=augment, always=always) for k in range(members)]
+                   augment=augment, always=always, extra=extra) for k in range(members)]
     model = results[0].model if members == 1 else Ensemble([r.model.cpu() for r in results]).eval()
     return model, results
 

@@ -56,6 +56,12 @@ class TrainConfig:
     # The head also sees each clip's label, so what the label already tells of the domain (in
     # URDU most speakers hold one or two classes) is not pushed out of the encoder with it.
     adversary_given_label: bool = False
+    # Every label of the clips' own corpora: a training-only head on the pooled attention vector
+    # classifies each clip among all the labels of its corpus (a softmax per corpus), with this
+    # weight. Clips whose label is outside the task's classes (label -1, Example.own set) then
+    # train the encoder through this head alone: EmoDB's boredom, disgust and fear, RAVDESS's
+    # calm, fearful, disgust and surprised are no longer thrown away.
+    own_labels: float = 0.0
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
@@ -74,6 +80,8 @@ class TrainConfig:
         if self.adversary not in ("", "corpus", "speaker") or self.adversary_weight < 0:
             raise ValueError(f"adversary must be '', 'corpus' or 'speaker' with a weight >= 0, got "
                              f"{self.adversary!r}, {self.adversary_weight}")
+        if self.own_labels < 0:
+            raise ValueError(f"own_labels must be >= 0, got {self.own_labels}")
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
         if self.patience < 1:
@@ -89,6 +97,8 @@ class TrainConfig:
             del out["adversary"], out["adversary_weight"]
         if not self.adversary_given_label:
             del out["adversary_given_label"]
+        if not self.own_labels:
+            del out["own_labels"]
         return out
 
 
@@ -181,11 +191,13 @@ def standardisation(examples: Sequence[Example], model: BiLstmAttention) -> tupl
 
 
 def _balanced_subset(examples: Sequence[Example], rng: np.random.Generator) -> np.ndarray:
+    """As many clips of each class as the rarest has (clips without a class all kept)."""
     by_class: dict[int, list[int]] = {}
     for i, e in enumerate(examples):
         by_class.setdefault(e.label, []).append(i)
+    unlabelled = by_class.pop(-1, [])
     smallest = min(len(v) for v in by_class.values())
-    keep = [i for v in by_class.values() for i in rng.choice(v, size=smallest, replace=False)]
+    keep = [i for v in by_class.values() for i in rng.choice(v, size=smallest, replace=False)] + unlabelled
     return np.array(sorted(keep), dtype=np.int64)
 
 
@@ -247,9 +259,10 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
             raise ValueError("embed_distill needs training examples with teacher embeddings of one size")
         projection = nn.Linear(model_config.embedding_dim, dims.pop()).to(device)
     adversary, domains = _adversary(train, model_config, config, device)
+    own_head, own_index, own_allowed = _own_head(train, model_config, config, device)
     if config.distill > 0 and not any(e.soft is not None for e in train):
         raise ValueError("distill needs training examples with teacher targets (Example.soft)")
-    params = list(model.parameters()) + [p for head in (projection, adversary) if head is not None
+    params = list(model.parameters()) + [p for head in (projection, adversary, own_head) if head is not None
                                          for p in head.parameters()]
     if config.weight_decay > 0:
         optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -258,11 +271,11 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.max_epochs)
                  if config.schedule == "cosine" else None)
 
-    counts = np.bincount([e.label for e in train], minlength=model_config.n_classes).astype(np.float64)
+    counts = np.bincount([e.label for e in train if e.label >= 0], minlength=model_config.n_classes).astype(np.float64)
     weights = None
     if config.balance == "weights":
         weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
-    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing, ignore_index=-1)
     val_loss_fn = nn.CrossEntropyLoss()
     pool = _balanced_subset(train, rng) if config.balance == "undersample" else np.arange(len(train))
 
@@ -289,8 +302,15 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
                         target = torch.tensor([domains[_domain(e, config.adversary)] for e in items], device=device)
                         seen = _reverse(context, strength)
                         if config.adversary_given_label:  # the label's part gets no gradient: it is data
-                            seen = torch.cat([seen, nn.functional.one_hot(y, model_config.n_classes).float()], 1)
+                            label = nn.functional.one_hot(y.clamp(min=0), model_config.n_classes).float()
+                            seen = torch.cat([seen, label * (y >= 0).float()[:, None]], 1)  # no class: zeros
                         loss = loss + nn.functional.cross_entropy(adversary(seen), target)
+                    if own_head is not None:
+                        target = torch.tensor([own_index.get(e.own, -1) for e in items], device=device)
+                        logits_own = own_head(context).masked_fill(~own_allowed[target.clamp(min=0)], -1e4)
+                        if bool((target >= 0).any()):
+                            loss = loss + config.own_labels * nn.functional.cross_entropy(logits_own, target,
+                                                                                          ignore_index=-1)
                     loss.backward()
                     optimiser.step()
                     total += float(loss.detach()) * len(y)
@@ -364,9 +384,32 @@ def _adversary(train, model_config: ModelConfig, config: TrainConfig, device):
     return head.to(device), domains
 
 
+def _own_head(train, model_config: ModelConfig, config: TrainConfig, device):
+    """The training-only head over every label of the training clips' corpora, {own label: index}
+    and the [labels, labels] mask of the labels of each label's corpus; (None, {}, None) when
+    not asked for. Clips without a class (label -1) need this head and their own label."""
+    unlabelled = [e for e in train if e.label < 0]
+    if not config.own_labels:
+        if unlabelled:
+            raise ValueError(f"{len(unlabelled)} training clips have no class of the task (label -1); they train "
+                             "only the head of own_labels, so set TrainConfig.own_labels > 0 or leave them out")
+        return None, {}, None
+    if any(not e.own for e in unlabelled):
+        raise ValueError("a training clip without a class of the task has no own label (Example.own) either")
+    names = sorted({e.own for e in train if e.own})
+    if not names:
+        raise ValueError("own_labels needs training examples with their corpus's labels (Example.own)")
+    index = {name: i for i, name in enumerate(names)}
+    corpus = [name.rpartition(":")[0] for name in names]
+    allowed = torch.tensor([[c == d for d in corpus] for c in corpus], dtype=torch.bool, device=device)
+    head = nn.Sequential(nn.Linear(model_config.embedding_dim, 64), nn.ReLU(), nn.Linear(64, len(names)))
+    return head.to(device), index, allowed
+
+
 def _loss(logits, context, y, items, loss_fn, config: TrainConfig, projection, device) -> torch.Tensor:
-    """Cross-entropy with the labels, mixed with the teacher's targets where the config asks."""
-    loss = loss_fn(logits, y)
+    """Cross-entropy with the labels, mixed with the teacher's targets where the config asks
+    (zero for a batch whose clips all lack a class of the task)."""
+    loss = loss_fn(logits, y) if bool((y >= 0).any()) else logits.sum() * 0.0
     if config.distill > 0:
         soft = _teacher_batch(items, "soft", device)
         if soft is not None:

@@ -692,6 +692,13 @@ def train(
         examples, skipped = load_examples(clips, labels, cache, progress=True)
         Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers, labels {labels}; "
                         f"{len(skipped)} skipped")
+        extra = []
+        if chosen.train.own_labels > 0 and four:  # the clips outside the 4 classes train the recipe's own-label head
+            kept = {c.path for c in clips}
+            outside = [c for spec in corpora for c in _read(spec, False) if c.path not in kept]
+            extra, _ = load_examples(outside, labels, cache, progress=True, others=True)
+            Console().print(f"{len(extra)} more clips outside those labels train the head over every label of "
+                            "their corpus")
         teaching = chosen.train.distill > 0 or chosen.train.embed_distill > 0
         vectors = _teacher_vectors(examples, teacher) if teaching else None
         results = []
@@ -707,7 +714,7 @@ def train(
                     taught = attach_for_training(examples, vectors, len(labels), member)
                 try:
                     result = fit(taught, chosen.model_config(len(labels)), member, log=Console().print,
-                                 progress=True, augment=chosen.augmenter(cache))
+                                 progress=True, augment=chosen.augmenter(cache), extra=extra)
                 except KeyboardInterrupt:
                     if not results:
                         typer.echo("interrupted before the first epoch ended: nothing to save", err=True)

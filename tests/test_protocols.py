@@ -145,3 +145,16 @@ def test_clips_outside_the_classes_train_only_with_their_speakers_in_the_trainin
     assert added and {e.group for e in added} == speakers  # every training speaker's, no one else's
     assert not {e.group for e in val} & {e.group for e in added} and all(e.label >= 0 for e in val)
     assert "a:07" not in {e.group for e in added}
+
+
+def test_every_model_of_an_ensemble_gets_the_clips_outside_the_classes(monkeypatch):
+    rng = np.random.default_rng(2)
+    examples = _examples("a", 7, 2, rng)
+    extra = [Example(e.features, -1, e.group, Path(str(e.path) + ".x"), own="a:calm") for e in examples[::4]]
+    recorder = _Recorder()
+    monkeypatch.setattr(protocols, "train_model", recorder)
+    config = ModelConfig(input_dim=3, n_classes=4, hidden1=4, hidden2=4, dense=4)
+    protocols.fit_ensemble(examples, config, TrainConfig(own_labels=0.5), 2, extra=extra)
+    assert len(recorder.runs) == 2
+    for train, val in recorder.runs:
+        assert {e.group for e in train if e.label == -1} == {e.group for e in train if e.label >= 0}

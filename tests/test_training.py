@@ -310,3 +310,46 @@ def test_train_with_a_teacher_recipe_uses_the_teacher_folder_or_says_how_to_get_
     assert checkpoint["recipe"]["train"]["distill"] == 0.5 and checkpoint["recipe"]["train"]["embed_distill"] == 1.0
     # The training-only projection is not part of the model that is saved and exported.
     assert not any("projection" in k for k in checkpoint["state_dict"])
+
+
+def test_train_with_the_own_label_head_also_trains_on_the_clips_outside_the_four_classes(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ser_edge.cli import app
+    from ser_edge.training import protocols
+
+    monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
+    manifests = []
+    for corpus in ("a", "b"):
+        folder = tmp_path / corpus
+        folder.mkdir()
+        text = _tiny_manifest(folder).read_text()  # angry and calm
+        rows = text.splitlines()
+        for row in [r for r in rows[1:] if ",calm," in r]:  # sad: the calm tones again, in their own files
+            name, _, speaker = row.split(",")
+            sad = name.replace("calm", "sad")
+            (folder / sad).write_bytes((folder / name).read_bytes())
+            rows.append(f"{sad},sad,{speaker}")
+        (folder / "tiny.csv").write_text("\n".join(rows) + "\n")
+        manifests.append(folder / "tiny.csv")
+    seen = []
+    real = protocols.fit
+
+    def spy(examples, *args, extra=(), **kwargs):
+        seen.append((list(examples), list(extra)))
+        return real(examples, *args, extra=extra, **kwargs)
+
+    monkeypatch.setattr(protocols, "fit", spy)
+    result = CliRunner().invoke(app, ["train", *map(str, manifests), "--recipe", "own-labels", "--epochs", "1",
+                                      "--ensemble", "1", "-o", str(tmp_path / "m.pt")])
+    assert result.exit_code == 0, result.output
+    (examples, extra), = seen
+    assert "24 more clips outside those labels" in result.output
+    assert len(extra) == 24 and all(e.label == -1 and e.own.endswith(":calm") for e in extra)
+    assert {e.own for e in examples} == {"tiny:angry", "tiny:sad"}
+    assert torch.load(tmp_path / "m.pt", weights_only=False)["recipe"]["train"]["own_labels"] == 0.5
+    seen.clear()
+    result = CliRunner().invoke(app, ["train", *map(str, manifests), "--epochs", "1", "--ensemble", "1",
+                                      "-o", str(tmp_path / "d.pt")])
+    assert result.exit_code == 0, result.output
+    assert seen[0][1] == []  # the default recipe has no such head: nothing more is read

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 import ser_edge
-from ser_edge.training.comparison import TITLES, _speaker_folds, clip_id, read_corpora
+from ser_edge.training.comparison import TITLES, _speaker_folds, clip_id, outside, read_corpora
 from ser_edge.training.corpora import SHARED_LABELS, to_shared
 from ser_edge.training.data import FeatureCache, load_examples
 from ser_edge.training.export import export_onnx, quantise_int8
@@ -211,6 +211,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     clips = [c for name in sorted(corpora) for c in to_shared(corpora[name])]
     examples, skipped = load_examples(clips, labels, cache)
     assert not skipped and len(examples) == len(clips)
+    extra = []  # clips outside the 4 classes, for a recipe with the own-label head
+    if recipe.train.own_labels > 0:
+        extra, _ = load_examples(outside(corpora, sorted(corpora), labels), labels, cache, others=True)
     model_config = recipe.model_config(len(labels))
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -219,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for n, (train_idx, test_idx) in enumerate(folds, 1):
         print(f"fold {n}/{len(folds)}: {len(train_idx)} training clips, {len(test_idx)} test clips", flush=True)
         model, _ = fit_ensemble([examples[i] for i in train_idx], model_config, recipe.train, recipe.ensemble,
-                                augment=augment)
+                                augment=augment, extra=extra)
         model = model.cpu()
         test = [examples[i] for i in test_idx]
         fp32 = export_onnx(model, config, labels, args.work / f"fold{n}.onnx")
@@ -235,7 +238,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("training the shipped model on all clips", flush=True)
     splits = [training_split(examples, recipe.train.seed + k) for k in range(recipe.ensemble)]
     train_part, val_part = splits[0]
-    model, results = fit_ensemble(examples, model_config, recipe.train, recipe.ensemble, log=print, augment=augment)
+    model, results = fit_ensemble(examples, model_config, recipe.train, recipe.ensemble, log=print, augment=augment,
+                                  extra=extra)
     model = model.cpu()
     best_epochs = [r.best_epoch for r in results]
     counts = {c: Counter(x.label for x in to_shared(corpora[c])) for c in sorted(corpora)}

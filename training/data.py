@@ -155,9 +155,11 @@ def babble_talkers(clip: Clip | Example, pool: Sequence[Clip | Example], count: 
 
 
 def load_examples(clips: Sequence[Clip], labels: Sequence[str], cache: FeatureCache,
-                  noise: Optional[NoiseSpec] = None, progress: bool = False
+                  noise: Optional[NoiseSpec] = None, progress: bool = False, others: bool = False
                   ) -> tuple[list[Example], list[tuple[Path, str]]]:
     """Features of every clip whose label is in `labels`; returns (examples, skipped).
+    With `others`, clips with any other label are kept too, as label -1 (for the head of
+    TrainConfig.own_labels); every example carries its own label ("corpus:label").
 
     With `noise`, each clip is mixed with it first; babble is made of clips of five other
     speakers of the same list. An unreadable or too-short file is skipped with a warning
@@ -171,7 +173,7 @@ def load_examples(clips: Sequence[Clip], labels: Sequence[str], cache: FeatureCa
 
         iterator = track(clips, description="features", transient=True)
     for clip in iterator:
-        if clip.label not in index:
+        if clip.label not in index and not others:
             continue
         try:
             talkers = babble_talkers(clip, clips) if noise is not None and noise.kind == "babble" else []
@@ -185,7 +187,8 @@ def load_examples(clips: Sequence[Clip], labels: Sequence[str], cache: FeatureCa
             skipped.append((clip.path, reason))
             warnings.warn(f"skipped: {reason}", stacklevel=2)
             continue
-        examples.append(Example(feats, index[clip.label], clip.group, clip.path))
+        examples.append(Example(feats, index.get(clip.label, -1), clip.group, clip.path,
+                                own=f"{clip.corpus}:{clip.label}"))
     return examples, skipped
 
 

@@ -90,6 +90,11 @@ def clip_id(clip: Clip) -> str:
     return f"{clip.corpus}/{clip.path.stem}"
 
 
+def corpus_of(identity: str) -> str:
+    """The corpus of a clip id made by `clip_id`."""
+    return identity.partition("/")[0]
+
+
 def _speaker_folds(clips: Sequence[Clip], k: int, testable: Callable[[str], bool],
                    trainable: Callable[[str], bool] = lambda g: True) -> list[tuple[list[int], list[int]]]:
     """Folds whose test parts cover the clips of the `testable` speakers, grouped by speaker
@@ -448,7 +453,7 @@ def _ensemble(seeds: dict) -> Optional[dict]:
 
 def _scores(task: Task, merged: dict) -> dict:
     r = report(merged["true"], merged["pred"], task.labels)
-    corpora = [t.split("/")[0] for t in merged["test"]]
+    corpora = [corpus_of(t) for t in merged["test"]]
     if len(set(corpora)) > 1:
         which = np.array(corpora)
         true, pred = np.array(merged["true"]), np.array(merged["pred"])

@@ -125,8 +125,10 @@ def paired_item(results: dict, groups: dict[str, str], task: str, a: str, b: str
     merged = [list(systems[a].values()), list(systems[b].values())]
     if noise is not None and not all("noise" in m and noise in m["noise"] for side in merged for m in side):
         return None
+    from ser_edge.training.comparison import corpus_of
+
     first = merged[0][0]
-    keep = np.array([corpus is None or t.split("/")[0] == corpus for t in first["test"]])
+    keep = np.array([corpus is None or corpus_of(t) == corpus for t in first["test"]])
     preds = [np.stack([np.asarray(m["pred"] if noise is None else m["noise"][noise])[keep] for m in side])
              for side in merged]
     return Paired(name or task, [groups[t] for t, k in zip(first["test"], keep) if k],

@@ -136,8 +136,8 @@ def fit(examples: Sequence[Example], model_config: ModelConfig, train_config: Tr
     (label -1, for `TrainConfig.own_labels`); those of the training part's speakers are
     trained on, the others (validation speakers' and any not in `examples`) left out."""
     train, val = training_split(examples, train_config.seed, val_fraction, always)
-    if extra:
-        speakers = {e.group for e in train}
+    if extra:  # the speakers of the training part proper (not of target clips added for adaptation)
+        speakers = {e.group for e in train[: len(train) - len(always)]}
         train = train + [e for e in extra if e.group in speakers]
     missing = set(range(model_config.n_classes)) - {e.label for e in train}
     if missing:

@@ -679,6 +679,7 @@ def train(
     _require_training()
     import torch
 
+    from ser_edge.training.corpora import outside, to_shared
     from ser_edge.training.data import FeatureCache, load_examples
     from ser_edge.training.protocols import fit
 
@@ -687,16 +688,15 @@ def train(
         chosen = _recipe(recipe, epochs, patience, balance, device, seed, preset, ensemble)
         cache = FeatureCache(chosen.features)
         four = four_class or len(corpora) > 1
-        clips = [c for spec in corpora for c in _read(spec, four)]
+        read = [c for spec in corpora for c in _read(spec, False)]
+        clips = to_shared(read) if four else read
         labels = sorted({c.label for c in clips})
         examples, skipped = load_examples(clips, labels, cache, progress=True)
         Console().print(f"{len(examples)} clips, {len({e.group for e in examples})} speakers, labels {labels}; "
                         f"{len(skipped)} skipped")
         extra = []
         if chosen.train.own_labels > 0 and four:  # the clips outside the 4 classes train the recipe's own-label head
-            kept = {c.path for c in clips}
-            outside = [c for spec in corpora for c in _read(spec, False) if c.path not in kept]
-            extra, _ = load_examples(outside, labels, cache, progress=True, others=True)
+            extra, _ = load_examples(outside(read, labels), labels, cache, progress=True, others=True)
             Console().print(f"{len(extra)} more clips outside those labels train the head over every label of "
                             "their corpus")
         teaching = chosen.train.distill > 0 or chosen.train.embed_distill > 0

@@ -24,7 +24,7 @@ import statistics
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ser_edge.training.corpora import SHARED_LABELS, Clip, to_shared
+from ser_edge.training.corpora import SHARED_LABELS, Clip, outside, to_shared
 from ser_edge.training.recipes import RECIPES, Recipe
 from ser_edge.training.splits import is_development
 
@@ -130,10 +130,10 @@ def transductive(name: str) -> bool:
 def dev_tasks(corpora: dict[str, list[Clip]], folds: int = 4, noise: bool = False):
     """The development protocol's tasks over the development speakers of the corpora (with
     `noise`, ser-edge runs also score the test clips in white, pink and babble at 10 dB)."""
-    from ser_edge.training.comparison import TITLES, Task, _speaker_folds, outside
+    from ser_edge.training.comparison import TITLES, Task, _speaker_folds
 
     shared = {c: [x for x in to_shared(clips) if is_development(x.group)] for c, clips in corpora.items()}
-    extra = {c: [x for x in outside(corpora, [c], SHARED_LABELS) if is_development(x.group)] for c in corpora}
+    extra = {c: [x for x in outside(clips, SHARED_LABELS) if is_development(x.group)] for c, clips in corpora.items()}
     pool = [x for c in sorted(shared) for x in shared[c]]
     tasks = [Task("dev-joint", "development speakers pooled (4 classes)", "dev-joint", list(SHARED_LABELS), pool,
                   _speaker_folds(pool, folds, is_development, is_development), noise=noise,

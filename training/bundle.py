@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 import ser_edge
-from ser_edge.training.comparison import TITLES, _speaker_folds, clip_id, outside, read_corpora
-from ser_edge.training.corpora import SHARED_LABELS, to_shared
+from ser_edge.training.comparison import TITLES, _speaker_folds, clip_id, read_corpora
+from ser_edge.training.corpora import SHARED_LABELS, outside, to_shared
 from ser_edge.training.data import FeatureCache, load_examples
 from ser_edge.training.export import export_onnx, quantise_int8
 from ser_edge.training.metrics import report_with_misses
@@ -213,7 +213,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     assert not skipped and len(examples) == len(clips)
     extra = []  # clips outside the 4 classes, for a recipe with the own-label head
     if recipe.train.own_labels > 0:
-        extra, _ = load_examples(outside(corpora, sorted(corpora), labels), labels, cache, others=True)
+        extra, _ = load_examples(outside((c for name in sorted(corpora) for c in corpora[name]), labels), labels, cache, others=True)
     model_config = recipe.model_config(len(labels))
     args.work.mkdir(parents=True, exist_ok=True)
 

@@ -47,6 +47,7 @@ from ser_edge.training.corpora import (
     RAVDESS_EMOTIONS,
     SHARED_LABELS,
     Clip,
+    outside,
     read_emodb,
     read_ravdess,
     read_urdu,
@@ -126,13 +127,13 @@ def comparison_tasks(corpora: dict[str, list[Clip]], folds: int = 10) -> list[Ta
         clips = [c for c in corpora[corpus] if c.label in labels] if labels is not SHARED else to_shared(corpora[corpus])
         tasks.append(Task(f"within-{name}", f"within {TITLES[corpus]} ({what})", "within", list(labels), clips,
                           _speaker_folds(clips, folds, _evaluation), noise=True,
-                          extra=outside(corpora, [corpus], labels)))
+                          extra=outside(corpora[corpus], labels)))
     shared = {c: to_shared(clips) for c, clips in corpora.items()}
     for a, b in permutations(sorted(shared), 2):
         pool = shared[a] + shared[b]
         test = [i for i in range(len(shared[a]), len(pool)) if _evaluation(pool[i].group)]
         tasks.append(Task(f"zeroshot-{a}-to-{b}", f"zero-shot {TITLES[a]} → {TITLES[b]} (4 classes)", "zero-shot",
-                          SHARED, pool, [(list(range(len(shared[a]))), test)], extra=outside(corpora, [a], SHARED)))
+                          SHARED, pool, [(list(range(len(shared[a]))), test)], extra=outside(corpora[a], SHARED)))
     if len(shared) >= 3:
         for c in sorted(shared):
             others = [o for o in sorted(shared) if o != c]
@@ -140,12 +141,12 @@ def comparison_tasks(corpora: dict[str, list[Clip]], folds: int = 10) -> list[Ta
             n = len(pool) - len(shared[c])
             test = [i for i in range(n, len(pool)) if _evaluation(pool[i].group)]
             tasks.append(Task(f"loco-{c}", f"{' + '.join(TITLES[o] for o in others)} → {TITLES[c]} (4 classes)",
-                              "loco", SHARED, pool, [(list(range(n)), test)], extra=outside(corpora, others, SHARED)))
+                              "loco", SHARED, pool, [(list(range(n)), test)], extra=outside((x for o in others for x in corpora[o]), SHARED)))
     if len(shared) >= 2:
         pool = [x for c in sorted(shared) for x in shared[c]]
         tasks.append(Task("joint", f"joint {' + '.join(TITLES[c] for c in sorted(shared))} (4 classes)", "joint",
                           SHARED, pool, _speaker_folds(pool, folds, _evaluation),
-                          extra=outside(corpora, sorted(shared), SHARED)))
+                          extra=outside((x for c in sorted(shared) for x in corpora[c]), SHARED)))
     return tasks
 
 
@@ -198,44 +199,27 @@ def _init_worker(tasks: dict[str, Task], device: str, threads: int, overrides: O
 
 
 def _examples(task: Task, indices: Sequence[int], cache, noise=None):
-    from ser_edge.training.data import Example, NoiseSpec, babble_talkers
-
-    memo = _STATE.setdefault("features", {})
-    out = []
-    for i in indices:
-        clip = task.clips[i]
-        key = (str(clip.path), noise, cache.config.to_json())
-        if key not in memo:
-            spec = NoiseSpec(noise, NOISE_SNR_DB) if noise else None
-            talkers = babble_talkers(clip, [c for c in task.clips if c.corpus == clip.corpus]) if noise == "babble" else []
-            memo[key] = cache.features(clip.path, spec, talkers)
-        out.append(Example(memo[key], task.labels.index(clip.label), clip.group, clip.path,
-                           own=f"{clip.corpus}:{clip.label}"))
-    return out
+    return [_example(task, task.clips[i], cache, noise) for i in indices]
 
 
 def _extra_examples(task: Task, speakers: set, cache) -> list:
     """The task's clips outside its classes (label -1) of the given speakers, with their own label."""
-    from ser_edge.training.data import MIN_FRAMES, Example
+    return [_example(task, clip, cache) for clip in task.extra if clip.group in speakers]
+
+
+def _example(task: Task, clip: Clip, cache, noise=None):
+    """One clip of the task as an Example (label -1 outside the task's classes), its features
+    computed once per process (in `noise` where given: babble of the clip's corpus's clips)."""
+    from ser_edge.training.data import Example, NoiseSpec, babble_talkers
 
     memo = _STATE.setdefault("features", {})
-    out = []
-    for clip in task.extra:
-        if clip.group not in speakers:
-            continue
-        key = (str(clip.path), None, cache.config.to_json())
-        if key not in memo:
-            memo[key] = cache.features(clip.path)
-        if len(memo[key]) >= MIN_FRAMES:
-            out.append(Example(memo[key], -1, clip.group, clip.path, own=f"{clip.corpus}:{clip.label}"))
-    return out
-
-
-def outside(corpora: dict[str, list[Clip]], names: Sequence[str], labels: Sequence[str]) -> list[Clip]:
-    """The clips of the named corpora whose label is not one of `labels` (and not one that
-    `to_shared` maps onto them)."""
-    kept = {c.path for c in to_shared([c for n in names for c in corpora[n]]) if c.label in labels}
-    return [c for n in names for c in corpora[n] if c.label not in labels and c.path not in kept]
+    key = (str(clip.path), noise, cache.config.to_json())
+    if key not in memo:
+        spec = NoiseSpec(noise, NOISE_SNR_DB) if noise else None
+        talkers = babble_talkers(clip, [c for c in task.clips if c.corpus == clip.corpus]) if noise == "babble" else []
+        memo[key] = cache.features(clip.path, spec, talkers)
+    label = task.labels.index(clip.label) if clip.label in task.labels else -1
+    return Example(memo[key], label, clip.group, clip.path, own=f"{clip.corpus}:{clip.label}")
 
 
 def _in_noise(task: Task, indices: Sequence[int], cache, kind: str, recipe) -> list:

@@ -24,6 +24,7 @@ __all__ = [
     "read_manifest",
     "read_ravdess",
     "read_urdu",
+    "outside",
     "to_shared",
 ]
 
@@ -93,6 +94,13 @@ class Clip:
 def to_shared(clips: Iterable[Clip]) -> list[Clip]:
     """The clips whose label has a shared 4-class counterpart, relabelled onto it."""
     return [replace(c, label=_SHARED[c.label]) for c in clips if c.label in _SHARED]
+
+
+def outside(clips: Iterable[Clip], labels: Iterable[str]) -> list[Clip]:
+    """The clips whose label is not one of `labels`, nor one that `to_shared` maps onto them
+    (EmoDB's boredom, disgust and fear against the shared 4 classes)."""
+    labels = set(labels)
+    return [c for c in clips if c.label not in labels and _SHARED.get(c.label) not in labels]
 
 
 def _audio_files(root: Path) -> list[Path]:

@@ -289,6 +289,7 @@ def test_standardisation_uses_the_training_clips_only(normalise, shift):
 def _with_teacher(examples, soft=None, embedding=None):
     from dataclasses import replace
 
+
     return [replace(e, soft=None if soft is None else soft[i].astype(np.float32),
                     target_embedding=None if embedding is None else embedding[i].astype(np.float32))
             for i, e in enumerate(examples)]
@@ -347,6 +348,7 @@ def test_the_embedding_loss_trains_a_projection_of_the_context_towards_the_teach
 
 def replace_config(config, **kw):
     from dataclasses import replace
+
 
     return replace(config, **kw)
 
@@ -408,6 +410,42 @@ def test_an_adversary_given_the_label_sees_it_beside_the_attention_vector():
     assert given[0].in_features == plain[0].in_features + config.n_classes
     assert "adversary_given_label" not in _train_config(adversary="speaker").to_dict()  # older recipes unchanged
     assert _train_config(adversary="speaker", adversary_given_label=True).to_dict()["adversary_given_label"] is True
+
+
+def test_a_complete_only_adversary_tells_apart_only_speakers_holding_every_class():
+    from pathlib import Path
+
+    # Speaker "a:1" holds both classes, "a:2" and "b:1" one each (as most URDU speakers do); the
+    # clip of "a:2" outside the classes (label -1) does not count towards a class.
+    clips = [Example(np.zeros((5, DIM), np.float32), label, group, Path(f"/{i}.wav"), own="a:x" if label < 0 else "")
+             for i, (label, group) in enumerate([(0, "a:1"), (1, "a:1"), (0, "a:2"), (-1, "a:2"), (1, "b:1"),
+                                                 (0, "b:2"), (1, "b:2")])]
+    config = _model_config()
+    complete = _train_config(adversary="speaker", adversary_complete=True)
+    head, domains = trainer._adversary(clips, config, complete, "cpu")
+    assert domains == {"a:1": 0, "b:2": 1} and head[-1].out_features == 2
+    assert trainer._adversary(clips[:5], config, complete, "cpu") == (None, {})  # one such speaker: nothing to tell
+    _, every = trainer._adversary(clips, config, _train_config(adversary="speaker"), "cpu")
+    assert set(every) == {"a:1", "a:2", "b:1", "b:2"}
+    assert "adversary_complete" not in _train_config(adversary="speaker").to_dict()  # older recipes unchanged
+    assert complete.to_dict()["adversary_complete"] is True
+
+
+def test_a_complete_only_adversary_trains_as_before_where_every_speaker_holds_every_class():
+    from dataclasses import replace
+
+    kwargs = dict(lr=0.01, max_epochs=3, patience=5, adversary="speaker", adversary_weight=1.0)
+    val = _clips([0, 1] * 4, seed=2)
+    train = _clips([0, 1] * 12, seed=1)  # speakers s0, s1, s2 each hold both classes
+    adv = train_model(train, val, _model_config(), _train_config(**kwargs))
+    same = train_model(train, val, _model_config(), _train_config(**kwargs, adversary_complete=True))
+    assert [h["train_loss"] for h in same.history] == [h["train_loss"] for h in adv.history]
+    # One more speaker holding one class: the plain adversary tells it apart, the complete-only one ignores it.
+    lone = [replace(e, group="s9") for e in _clips([0] * 6, seed=3)]
+    adv = train_model(train + lone, val, _model_config(), _train_config(**kwargs))
+    same = train_model(train + lone, val, _model_config(), _train_config(**kwargs, adversary_complete=True))
+    assert [h["train_loss"] for h in same.history] != [h["train_loss"] for h in adv.history]
+    assert set(same.model.state_dict()) == set(adv.model.state_dict())  # no head in the exported model
 
 
 def test_telling_the_adversary_the_label_changes_training_and_not_the_exported_model():

@@ -134,6 +134,7 @@ def describe(recipe: Recipe) -> str:
         *([f"random {t.crop_frames}-frame crops"] if t.crop_frames else []),
         *([f"a training-only {t.adversary} classifier on the pooled attention vector"
            + (" and the clip's label" if t.adversary_given_label else "")
+           + (" (only speakers holding every class)" if t.adversary_complete else "")
            + f" through gradient reversal (weight ramping to {t.adversary_weight:g})"]
           if t.adversary and t.adversary_weight else []),
         *([f"extra training copies {', '.join(_copy(a) for a in recipe.augment)}"] if recipe.augment else []),

@@ -56,6 +56,10 @@ class TrainConfig:
     # The head also sees each clip's label, so what the label already tells of the domain (in
     # URDU most speakers hold one or two classes) is not pushed out of the encoder with it.
     adversary_given_label: bool = False
+    # The head tells apart only the domains (speakers) whose training clips hold every class of the
+    # task: where a speaker holds one or two classes (26 of URDU's 29 hold one), telling speakers
+    # apart is telling classes apart, and reversing that gradient pushes the emotion out with them.
+    adversary_complete: bool = False
     # Every label of the clips' own corpora: a training-only head on the pooled attention vector
     # classifies each clip among all the labels of its corpus (a softmax per corpus), with this
     # weight. Clips whose label is outside the task's classes (label -1, Example.own set) then
@@ -97,6 +101,8 @@ class TrainConfig:
             del out["adversary"], out["adversary_weight"]
         if not self.adversary_given_label:
             del out["adversary_given_label"]
+        if not self.adversary_complete:
+            del out["adversary_complete"]
         if not self.own_labels:
             del out["own_labels"]
         return out
@@ -299,12 +305,14 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
                     if adversary is not None:
                         progress_ = (epoch - 1 + b / len(batches)) / config.max_epochs
                         strength = config.adversary_weight * (2 / (1 + math.exp(-10 * progress_)) - 1)
-                        target = torch.tensor([domains[_domain(e, config.adversary)] for e in items], device=device)
+                        target = torch.tensor([domains.get(_domain(e, config.adversary), -1) for e in items],
+                                              device=device)
                         seen = _reverse(context, strength)
                         if config.adversary_given_label:  # the label's part gets no gradient: it is data
                             label = nn.functional.one_hot(y.clamp(min=0), model_config.n_classes).float()
                             seen = torch.cat([seen, label * (y >= 0).float()[:, None]], 1)  # no class: zeros
-                        loss = loss + nn.functional.cross_entropy(adversary(seen), target)
+                        if bool((target >= 0).any()):  # -1: a domain the head does not tell apart
+                            loss = loss + nn.functional.cross_entropy(adversary(seen), target, ignore_index=-1)
                     if own_head is not None:
                         target = torch.tensor([own_index.get(e.own, -1) for e in items], device=device)
                         logits_own = own_head(context).masked_fill(~own_allowed[target.clamp(min=0)], -1e4)
@@ -373,10 +381,16 @@ def _domain(example: Example, kind: str) -> str:
 
 def _adversary(train, model_config: ModelConfig, config: TrainConfig, device):
     """The training-only domain head and {domain: index}, or (None, {}) when there is nothing to
-    tell apart (no adversary asked, or the training clips hold one corpus or one speaker)."""
+    tell apart (no adversary asked, or the training clips hold one corpus or one speaker, or with
+    `adversary_complete` fewer than two domains whose clips hold every class of the task)."""
     if not config.adversary or config.adversary_weight == 0:
         return None, {}
-    domains = {d: i for i, d in enumerate(sorted({_domain(e, config.adversary) for e in train}))}
+    held: dict[str, set] = {}
+    for e in train:
+        held.setdefault(_domain(e, config.adversary), set()).update([e.label] if e.label >= 0 else [])
+    classes = set(range(model_config.n_classes))
+    names = sorted(d for d, labels in held.items() if not config.adversary_complete or labels >= classes)
+    domains = {d: i for i, d in enumerate(names)}
     if len(domains) < 2:
         return None, {}
     inputs = model_config.embedding_dim + (model_config.n_classes if config.adversary_given_label else 0)

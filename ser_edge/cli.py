@@ -625,18 +625,18 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _teacher_vectors(examples, folder: Optional[Path]) -> dict:
-    """The teacher's vector of every clip; a missing teacher model ends the command with the
-    way to get it."""
-    from ser_edge.training.teacher import TeacherError, embeddings, teacher_folder
+def _teacher_outputs(examples, folder: Optional[Path], what: str = "embeddings") -> dict:
+    """The teacher's pooled vector ("embeddings") or encoder frames ("frames") of every clip; a
+    missing teacher model ends the command with the way to get it."""
+    from ser_edge.training import teacher as teachers
 
     try:
-        folder = teacher_folder(folder)
-    except TeacherError as err:
+        folder = teachers.teacher_folder(folder)
+    except teachers.TeacherError as err:
         typer.echo(f"error: this recipe learns from a teacher: {err}", err=True)
         raise typer.Exit(code=2) from err
-    Console().print(f"teacher: Whisper-base from {folder}, on every clip (cached after the first run)")
-    return embeddings([e.path for e in examples], folder, progress=True)
+    Console().print(f"teacher: Whisper-base from {folder}, {what} of every clip (cached after the first run)")
+    return getattr(teachers, what)([e.path for e in examples], folder, progress=True)
 
 
 @contextlib.contextmanager
@@ -700,7 +700,11 @@ def train(
             Console().print(f"{len(extra)} more clips outside those labels train the head over every label of "
                             "their corpus")
         teaching = chosen.train.distill > 0 or chosen.train.embed_distill > 0
-        vectors = _teacher_vectors(examples, teacher) if teaching else None
+        vectors = _teacher_outputs(examples, teacher) if teaching else None
+        if chosen.train.frame_distill > 0:  # label-free targets: the clips outside the labels get them too
+            from ser_edge.training.teacher import attach_frames
+
+            examples, extra = attach_frames(examples, _teacher_outputs(examples + extra, teacher, "frames"), extra)
         results = []
         with _stop_on_sigterm():
             for k in range(chosen.ensemble):

@@ -296,3 +296,32 @@ def test_cost_per_second_is_cpu_time_per_second_of_audio():
             return np.zeros(1, np.float32)
 
     assert 0.009 < cost_per_second(Busy(), [np.zeros(16000), np.zeros(32000)]) < 0.02
+
+
+def test_the_teacher_frames_are_what_the_embedding_pools_and_are_cached_by_content(tiny_whisper, tmp_path,
+                                                                                    monkeypatch):
+    soundfile = pytest.importorskip("soundfile")
+    from ser_edge.training import teacher
+
+    embedder = whisper_embedder(tiny_whisper)
+    x = _speechlike(1.3)
+    frames = embedder.frames(x)
+    assert frames.shape == (65, 16)  # one encoder frame per 20 ms
+    v = embedder.embed(x)
+    np.testing.assert_allclose(v, np.concatenate([frames.mean(0), frames.std(0)]), rtol=1e-6, atol=1e-6)
+
+    monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
+    paths = []
+    for i, seconds in enumerate((1.3, 0.7)):
+        paths.append(tmp_path / f"{i}.wav")
+        soundfile.write(paths[-1], _speechlike(seconds, seed=i), 16000, subtype="FLOAT")
+    paths.append(tmp_path / "missing.wav")
+    got = teacher.frames(paths, tiny_whisper)
+    assert set(got) == {str(p) for p in paths[:2]}  # an unreadable file is left out, not raised
+    assert got[str(paths[0])].dtype == np.float16 and got[str(paths[0])].shape == (65, 16)
+    assert got[str(paths[1])].shape == (35, 16)
+    np.testing.assert_allclose(got[str(paths[0])], embedder.frames(_speechlike(1.3, seed=0)), atol=2e-3, rtol=2e-3)
+    cached = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(cached) == 2
+    again = teacher.frames(paths[:2], tiny_whisper)  # served from the cache
+    np.testing.assert_array_equal(again[str(paths[1])], got[str(paths[1])])

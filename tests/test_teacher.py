@@ -100,3 +100,25 @@ def test_training_targets_leave_out_the_validation_speakers():
     _, val = training_split(examples, 3)
     held = {e.group for e in val}
     assert held and all((e.soft is None) == (e.group in held) for e in out)
+
+
+def test_attached_frames_are_standardised_over_every_clip_and_shared_by_copies():
+    from dataclasses import replace
+
+    from ser_edge.training.teacher import attach_frames
+
+    rng = np.random.default_rng(0)
+    frames_of = {f"{i}.wav": (3.0 + 2.0 * rng.standard_normal((10 + i, 4))).astype(np.float16) for i in range(4)}
+    examples = [Example(np.zeros((5, 2), np.float32), 0, "s0", Path(f"{i}.wav")) for i in range(3)]
+    examples.append(replace(examples[0], features=np.ones((5, 2), np.float32)))  # a copy of clip 0
+    more = [Example(np.zeros((5, 2), np.float32), -1, "s1", Path("3.wav"), own="c:x"),
+            Example(np.zeros((5, 2), np.float32), -1, "s1", Path("9.wav"), own="c:x")]  # no frames
+    out, out_more = attach_frames(examples, frames_of, more)
+    assert len(out) == 4 and len(out_more) == 2 and out_more[1].teacher_frames is None
+    every = np.concatenate([out[0].teacher_frames, out[1].teacher_frames, out[2].teacher_frames,
+                            out_more[0].teacher_frames]).astype(np.float64)
+    np.testing.assert_allclose(every.mean(0), 0, atol=2e-3)
+    np.testing.assert_allclose(every.std(0), 1, atol=2e-3)
+    assert out[3].teacher_frames is out[0].teacher_frames  # one array per file
+    assert out[0].teacher_frames.shape == (10, 4) and out_more[0].own == "c:x"
+    assert attach_frames(examples, {}) == (examples, [])

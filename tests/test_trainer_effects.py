@@ -506,3 +506,46 @@ def test_clips_without_a_class_train_the_encoder_through_the_own_head_only():
     assert all(math.isfinite(h["train_loss"]) for h in more.history)
     a, p = more.model.state_dict(), plain.model.state_dict()
     assert any(not torch.equal(a[k], p[k]) for k in a if "lstm" in k.lower())  # they reached the encoder
+
+
+def test_each_step_regresses_the_teacher_frame_at_the_same_relative_time():
+    from pathlib import Path
+
+    # 3 valid steps of clip 0 against 6 teacher frames: steps 0, 1, 2 take frames 1, 3, 5; clip 1
+    # (2 valid steps of 3) has no frames and counts for nothing.
+    width = 4
+    teacher = np.eye(width, dtype=np.float32)[[0, 1, 2, 3, 0, 1]]
+    items = [Example(np.zeros((9, DIM), np.float32), 0, "s0", Path("/0.wav"), teacher_frames=teacher.astype(np.float16)),
+             Example(np.zeros((6, DIM), np.float32), 1, "s1", Path("/1.wav"))]
+    projection = torch.nn.Linear(width, width, bias=False)
+    with torch.no_grad():
+        projection.weight.copy_(torch.eye(width))
+    h = torch.zeros(3, 2, width)
+    h[:, 0] = torch.from_numpy(teacher[[1, 3, 5]])
+    h[:2, 1] = torch.randn(2, width)
+    steps = torch.tensor([3, 2])
+    assert float(trainer._frame_loss(h, steps, items, projection, "cpu").detach()) == pytest.approx(0.0, abs=1e-6)
+    h[2, 0] = torch.from_numpy(teacher[4])  # frame 4 instead of 5: orthogonal, cos 0 on one of 3 steps
+    assert float(trainer._frame_loss(h, steps, items, projection, "cpu").detach()) == pytest.approx(1 / 3, abs=1e-6)
+    assert float(trainer._frame_loss(h, steps, items[1:] * 2, projection, "cpu").detach()) == 0.0  # no frames: no loss
+
+
+def test_frame_distillation_trains_the_encoder_and_stays_out_of_the_model():
+    from dataclasses import replace
+
+    rng = np.random.default_rng(5)
+    train = [replace(e, teacher_frames=rng.standard_normal((len(e.features) // 2, 6)).astype(np.float16))
+             for e in _clips([0, 1] * 12, seed=1)]
+    val = _clips([0, 1] * 4, seed=2)
+    kwargs = dict(lr=0.01, max_epochs=3, patience=5)
+    plain = train_model(train, val, _model_config(), _train_config(**kwargs))
+    taught = train_model(train, val, _model_config(), _train_config(**kwargs, frame_distill=1.0))
+    assert set(taught.model.state_dict()) == set(plain.model.state_dict())  # the projection is not exported
+    assert [h["train_loss"] for h in taught.history] != [h["train_loss"] for h in plain.history]
+    a, p = taught.model.state_dict(), plain.model.state_dict()
+    assert any(not torch.equal(a[k], p[k]) for k in a if "lstm" in k.lower())
+    with pytest.raises(ValueError, match="teacher frames"):
+        train_model(_clips([0, 1] * 12, seed=1), val, _model_config(), _train_config(**kwargs, frame_distill=1.0))
+    with pytest.raises(ValueError, match="crop_frames"):
+        _train_config(frame_distill=1.0, crop_frames=20)
+    assert "frame_distill" not in _train_config().to_dict()

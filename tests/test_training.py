@@ -312,6 +312,32 @@ def test_train_with_a_teacher_recipe_uses_the_teacher_folder_or_says_how_to_get_
     assert not any("projection" in k for k in checkpoint["state_dict"])
 
 
+def test_train_with_the_teacher_frames_recipe_gives_every_training_clip_its_frames(tmp_path, monkeypatch):
+    pytest.importorskip("ctranslate2", reason="the anchors extra (ctranslate2) is not installed")
+    from typer.testing import CliRunner
+
+    from ser_edge.cli import app
+    from ser_edge.training import protocols
+    from test_anchors import _tiny_whisper
+
+    monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
+    manifest = _tiny_manifest(tmp_path)
+    seen = []
+    real_fit = protocols.fit
+    monkeypatch.setattr(protocols, "fit", lambda examples, *a, **k: seen.append(examples) or real_fit(examples, *a, **k))
+    missing = CliRunner().invoke(app, ["train", str(manifest), "--recipe", "frame-kd", "--teacher",
+                                       str(tmp_path / "none"), "-o", str(tmp_path / "m.pt")])
+    assert missing.exit_code == 2 and "get-whisper-base" in missing.output, missing.output
+    folder = _tiny_whisper(tmp_path / "whisper")
+    done = CliRunner().invoke(app, ["train", str(manifest), "--recipe", "frame-kd", "--teacher", str(folder),
+                                    "--epochs", "2", "--ensemble", "1", "-o", str(tmp_path / "m.pt")])
+    assert done.exit_code == 0, done.output
+    assert seen and all(e.teacher_frames is not None and e.teacher_frames.shape[1] == 16 for e in seen[0])
+    checkpoint = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert checkpoint["recipe"]["train"]["frame_distill"] == 1.0
+    assert not any("projection" in k for k in checkpoint["state_dict"])
+
+
 def test_train_with_the_own_label_head_also_trains_on_the_clips_outside_the_four_classes(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

@@ -185,6 +185,11 @@ class WhisperEmbedder:
 
     def embed(self, samples_16k: np.ndarray) -> np.ndarray:
         """Mean and standard deviation over time of the encoder output, float32 [2 x width]."""
+        frames = self.frames(samples_16k)
+        return np.concatenate([frames.mean(axis=0), frames.std(axis=0)]).astype(np.float32)
+
+    def frames(self, samples_16k: np.ndarray) -> np.ndarray:
+        """The encoder output, float32 [frames, width]: one frame per 20 ms of the clip."""
         x = np.asarray(samples_16k, np.float32)
         if len(x) < 2 * HOP:
             x = np.pad(x, (0, 2 * HOP - len(x)))
@@ -195,8 +200,7 @@ class WhisperEmbedder:
             if piece.shape[1] % 2:
                 piece = np.pad(piece, ((0, 0), (0, 1)), mode="edge")
             parts.append(self._encode(piece))
-        frames = np.concatenate(parts, axis=0)
-        return np.concatenate([frames.mean(axis=0), frames.std(axis=0)]).astype(np.float32)
+        return np.concatenate(parts, axis=0)
 
 
 def whisper_embedder(model_dir: Optional[PathLike], threads: int = 1) -> WhisperEmbedder:
@@ -232,6 +236,15 @@ def embed_clips(embedder: Embedder, paths: Sequence[PathLike], cache_root: Optio
     another embedder version is embedded again. A file that cannot be read is skipped with
     its reason, never raised: the result's `kept` lists the indices of the embedded paths.
     """
+    vectors, skipped, kept = embed_cached(embedder, paths, cache_root, progress)
+    X = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
+    return Embedded(X, skipped, kept)
+
+
+def embed_cached(embedder: Embedder, paths: Sequence[PathLike], cache_root: Optional[PathLike] = None,
+                 progress: bool = False) -> tuple[list[np.ndarray], list[tuple[Path, str]], list[int]]:
+    """`embed_clips` without stacking: (the arrays, of any shape, the skipped files with their
+    reasons, the indices of the embedded paths)."""
     from ser_edge.audio import AudioError, load
 
     root = _cache_root(cache_root)
@@ -264,8 +277,7 @@ def embed_clips(embedder: Embedder, paths: Sequence[PathLike], cache_root: Optio
             os.replace(tmp, target)
         vectors.append(vector)
         kept.append(i)
-    X = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
-    return Embedded(X, skipped, kept)
+    return vectors, skipped, kept
 
 
 def _read_cached(target: Path) -> Optional[np.ndarray]:

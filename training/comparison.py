@@ -266,6 +266,8 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
     train_ex, always_ex = _examples(task, train_idx, cache), _examples(task, always, cache)
     if recipe.train.distill > 0 or recipe.train.embed_distill > 0:
         train_ex, always_ex = _with_teacher(task, train_ex, always_ex, recipe.train, seed)
+    if recipe.train.frame_distill > 0:
+        train_ex, always_ex = _with_teacher_frames(task, train_ex, always_ex)
     augment, relative = recipe.augmenter(cache), (lambda examples: examples)
     if recipe.baseline == "speaker":  # every speaker's clean clips of the task (test speakers' too: unsupervised)
         baselines = speaker_baselines(_examples(task, range(len(task.clips)), cache), recipe.features)
@@ -302,6 +304,17 @@ def _with_teacher(task: Task, train_ex, always_ex, config, seed: int):
         vectors.update(embeddings(missing))
     both = attach_for_training(train_ex, vectors, len(task.labels), config, always=always_ex)
     return both[: len(train_ex)], both[len(train_ex):]
+
+
+def _with_teacher_frames(task: Task, train_ex, always_ex):
+    """The training examples with the teacher's encoder frames (standardised over them)."""
+    from ser_edge.training.teacher import attach_frames, frames
+
+    cached = _STATE.setdefault("teacher_frames", {})  # per process, over every task it runs
+    missing = [c.path for c in task.clips if str(c.path) not in cached]
+    if missing:
+        cached.update(frames(missing))
+    return attach_frames(train_ex, cached, always_ex)
 
 
 def _run_record(task: Task, test_idx: Sequence[int], probs: np.ndarray) -> dict:

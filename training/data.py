@@ -56,6 +56,8 @@ class Example:
     #: head of TrainConfig.own_labels; "" when unknown. A clip outside the task's classes has
     #: label -1 and trains only that head.
     own: str = ""
+    #: The teacher's encoder frames [frames, width] (standardised), for TrainConfig.frame_distill.
+    teacher_frames: Optional[np.ndarray] = None
 
 
 def core_key() -> str:

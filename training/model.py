@@ -261,9 +261,12 @@ class BiLstmAttention(nn.Module):
             x = x * _mask(lengths, x.shape[0], x.dtype)[..., None]
         return deltas(x, lengths, c.deltas) if c.deltas else x
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor, return_context: bool = False):
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor, return_context: bool = False,
+                return_steps: bool = False):
         """(logits, attention), and with `return_context` the dense layer's input [batch, embedding_dim]
-        (the pooled attention vector, and the window statistics with `stats`)."""
+        (the pooled attention vector, and the window statistics with `stats`); with `return_steps`
+        (and `return_context`) also the second LSTM's outputs [steps, batch, 2*hidden2] and each
+        clip's count of valid steps [batch] (training only)."""
         x = features.transpose(0, 1)  # sequence-major [T, B, D]
         T = x.shape[0]
         mask = _mask(lengths, T, x.dtype)[..., None]
@@ -288,6 +291,8 @@ class BiLstmAttention(nn.Module):
         if k > 1:  # spread each step's weight over its frames: attention stays per frame
             alpha = alpha.repeat_interleave(k, dim=0)[:T] * mask[..., 0]
             alpha = alpha / alpha.sum(0, keepdim=True).clamp(min=1e-12)
+        if return_steps:
+            return logits, alpha.transpose(0, 1), context, (h, steps)
         if return_context:
             return logits, alpha.transpose(0, 1), context
         return logits, alpha.transpose(0, 1)

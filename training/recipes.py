@@ -132,6 +132,8 @@ def describe(recipe: Recipe) -> str:
         *([f"ln F0 and ln energy relative to the {recipe.baseline}'s median over voiced frames (a baseline; "
            "the window keeps its energy level)"] if recipe.baseline else []),
         *([f"random {t.crop_frames}-frame crops"] if t.crop_frames else []),
+        *([f"the second LSTM's outputs, through a training-only projection, regress the Whisper-base teacher's "
+           f"encoder frames (cosine, weight {t.frame_distill:g})"] if t.frame_distill else []),
         *([f"a training-only {t.adversary} classifier on the pooled attention vector"
            + (" and the clip's label" if t.adversary_given_label else "")
            + (" (only speakers holding every class)" if t.adversary_complete else "")

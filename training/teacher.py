@@ -8,7 +8,10 @@ Training-time only: neither the runtime nor an exported model ever needs it.
   regression heads fitted on the training clips of *other speakers* (speaker-grouped
   cross-fitting): a head never labels a clip it was fitted on, so the targets say what the
   teacher believes of an unseen voice rather than repeat the labels.
-- `attach`: examples carrying those targets, for `TrainConfig.distill` / `embed_distill`.
+- `frames`: the teacher's encoder output frames of each clip (one per 20 ms, float16),
+  cached by content, for `TrainConfig.frame_distill`.
+- `attach`: examples carrying those targets, for `TrainConfig.distill` / `embed_distill` /
+  `frame_distill`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from ser_edge.training.data import Example
 
-__all__ = ["TeacherError", "attach", "attach_for_training", "embeddings", "soft_targets", "teacher_folder"]
+__all__ = ["TeacherError", "attach", "attach_for_training", "attach_frames", "embeddings", "frames", "soft_targets", "teacher_folder"]
 
 GET_SCRIPT = "../shared/tools/get-whisper-base"
 
@@ -50,6 +53,27 @@ def embeddings(paths: Sequence[os.PathLike], folder: Optional[os.PathLike] = Non
     embedder = whisper_embedder(teacher_folder(folder))
     out = embed_clips(embedder, list(paths), progress=progress)
     return {str(paths[i]): out.X[j] for j, i in enumerate(out.kept)}
+
+
+class _Frames:
+    """The teacher's encoder frames as the "vector" of a clip (float16, so a corpus is a few
+    hundred MB), under a cache key of their own."""
+
+    def __init__(self, embedder) -> None:
+        self.embedder, self.key, self.name = embedder, f"{embedder.key}-frames-float16", f"{embedder.name} frames"
+
+    def embed(self, samples_16k: np.ndarray) -> np.ndarray:
+        return self.embedder.frames(samples_16k).astype(np.float16)
+
+
+def frames(paths: Sequence[os.PathLike], folder: Optional[os.PathLike] = None,
+           progress: bool = False) -> dict[str, np.ndarray]:
+    """{str(path): the teacher's encoder frames [frames, 512], float16} of every readable file
+    (cached by content)."""
+    from ser_edge.training.anchors import embed_cached, whisper_embedder
+
+    arrays, _, kept = embed_cached(_Frames(whisper_embedder(teacher_folder(folder))), list(paths), progress=progress)
+    return {str(paths[i]): a for i, a in zip(kept, arrays)}
 
 
 def soft_targets(x: np.ndarray, labels: Sequence[int], groups: Sequence[str], n_classes: int,
@@ -117,3 +141,28 @@ def attach(examples: Sequence[Example], vectors: dict[str, np.ndarray], n_classe
         out[i] = replace(examples[i], soft=targets[j] if targets is not None else None,
                          target_embedding=z[j].astype(np.float32) if z is not None else None)
     return out
+
+
+def attach_frames(examples: Sequence[Example], frames_of: dict[str, np.ndarray],
+                  more: Sequence[Example] = ()) -> tuple[list[Example], list[Example]]:
+    """Copies of `examples` and of `more` with the teacher's encoder frames
+    (`Example.teacher_frames`, float16), each dimension standardised over every frame of all of
+    them; an example whose file has no frames gets none. The frames do not depend on the
+    labels, so every clip trained on may have them."""
+    from dataclasses import replace
+
+    every = list(examples) + list(more)
+    paths = sorted({str(e.path) for e in every if str(e.path) in frames_of})
+    if not paths:
+        return list(examples), list(more)
+    total = np.zeros(frames_of[paths[0]].shape[1])
+    total_sq, n = np.zeros_like(total), 0
+    for path in paths:
+        f = frames_of[path].astype(np.float64)
+        total, total_sq, n = total + f.sum(0), total_sq + (f**2).sum(0), n + len(f)
+    mean = total / n
+    std = np.maximum(np.sqrt(np.maximum(total_sq / n - mean**2, 0.0)), 1e-6)
+    # One standardised array per file, shared by its copies.
+    done = {path: ((frames_of[path].astype(np.float32) - mean) / std).astype(np.float16) for path in paths}
+    out = [replace(e, teacher_frames=done[str(e.path)]) if str(e.path) in done else e for e in every]
+    return out[: len(examples)], out[len(examples):]

@@ -48,6 +48,8 @@ class TrainConfig:
     temperature: float = 2.0
     embed_distill: float = 0.0   # weight of 1 - cos(projection(context), teacher embedding); the projection is
                                  # a linear layer used in training only (never exported)
+    frame_distill: float = 0.0   # weight of the mean over steps of 1 - cos(projection(LSTM output), the
+                                 # teacher's encoder frame at the same relative time) (Example.teacher_frames)
     # Adversarial invariance: a training-only head guesses each clip's corpus or speaker from the
     # pooled attention vector through a gradient reversal layer (its strength ramps from 0 to
     # `adversary_weight` over the epochs), so the encoder learns what does not tell them apart.
@@ -81,6 +83,9 @@ class TrainConfig:
             raise ValueError(f"spec_augment must be four counts/widths >= 0, got {self.spec_augment}")
         if not 0.0 <= self.distill <= 1.0 or self.embed_distill < 0 or self.temperature <= 0:
             raise ValueError("distill must be in [0, 1], embed_distill >= 0 and temperature > 0")
+        if self.frame_distill < 0 or (self.frame_distill and self.crop_frames):
+            raise ValueError("frame_distill must be >= 0, and cannot be used with crop_frames (the teacher's "
+                             "frames are aligned with whole clips)")
         if self.adversary not in ("", "corpus", "speaker") or self.adversary_weight < 0:
             raise ValueError(f"adversary must be '', 'corpus' or 'speaker' with a weight >= 0, got "
                              f"{self.adversary!r}, {self.adversary_weight}")
@@ -105,6 +110,8 @@ class TrainConfig:
             del out["adversary_complete"]
         if not self.own_labels:
             del out["own_labels"]
+        if not self.frame_distill:
+            del out["frame_distill"]
         return out
 
 
@@ -264,11 +271,19 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
         if len(dims) != 1:
             raise ValueError("embed_distill needs training examples with teacher embeddings of one size")
         projection = nn.Linear(model_config.embedding_dim, dims.pop()).to(device)
+    frame_projection = None
+    if config.frame_distill > 0:
+        dims = {e.teacher_frames.shape[1] for e in train if e.teacher_frames is not None}
+        if len(dims) != 1:
+            raise ValueError("frame_distill needs training examples with teacher frames (Example.teacher_frames) "
+                             "of one width")
+        frame_projection = nn.Linear(2 * model_config.hidden2, dims.pop()).to(device)
     adversary, domains = _adversary(train, model_config, config, device)
     own_head, own_index, own_allowed = _own_head(train, model_config, config, device)
     if config.distill > 0 and not any(e.soft is not None for e in train):
         raise ValueError("distill needs training examples with teacher targets (Example.soft)")
-    params = list(model.parameters()) + [p for head in (projection, adversary, own_head) if head is not None
+    params = list(model.parameters()) + [p for head in (projection, frame_projection, adversary, own_head)
+                                         if head is not None
                                          for p in head.parameters()]
     if config.weight_decay > 0:
         optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -299,9 +314,11 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
                 for b, (x, lengths, y) in enumerate(_batches(train, order, config.batch_size, device, batches,
                                                              config.crop_frames, rng)):
                     optimiser.zero_grad()
-                    logits, _, context = model(x, lengths, return_context=True)
+                    logits, _, context, (h, steps) = model(x, lengths, return_context=True, return_steps=True)
                     items = [train[i] for i in batches[b]]
                     loss = _loss(logits, context, y, items, loss_fn, config, projection, device)
+                    if frame_projection is not None:
+                        loss = loss + config.frame_distill * _frame_loss(h, steps, items, frame_projection, device)
                     if adversary is not None:
                         progress_ = (epoch - 1 + b / len(batches)) / config.max_epochs
                         strength = config.adversary_weight * (2 / (1 + math.exp(-10 * progress_)) - 1)
@@ -440,6 +457,30 @@ def _loss(logits, context, y, items, loss_fn, config: TrainConfig, projection, d
             cos = nn.functional.cosine_similarity(projection(context), target, dim=-1)
             loss = loss + config.embed_distill * ((1 - cos) * mask).sum() / mask.sum().clamp(min=1)
     return loss
+
+
+def _frame_loss(h: torch.Tensor, steps: torch.Tensor, items: Sequence[Example], projection: nn.Module,
+                device) -> torch.Tensor:
+    """Mean over the valid steps of the clips with teacher frames of 1 - cos(projection(h_t), the
+    teacher frame at the same relative time in the clip): step t of n takes frame
+    floor((t + 0.5) / n * frames). Relative time holds for speed-changed copies too."""
+    T, B = h.shape[0], h.shape[1]
+    width = projection.out_features
+    target = np.zeros((T, B, width), np.float32)
+    mask = np.zeros((T, B), np.float32)
+    for b, e in enumerate(items):
+        if e.teacher_frames is None:
+            continue
+        n = int(steps[b])
+        index = np.minimum(((np.arange(n) + 0.5) / n * len(e.teacher_frames)).astype(np.int64),
+                           len(e.teacher_frames) - 1)
+        target[:n, b] = e.teacher_frames[index]
+        mask[:n, b] = 1.0
+    if not mask.any():
+        return h.sum() * 0.0
+    mask_t = torch.from_numpy(mask).to(device)
+    cos = nn.functional.cosine_similarity(projection(h), torch.from_numpy(target).to(device), dim=-1)
+    return ((1 - cos) * mask_t).sum() / mask_t.sum()
 
 
 def predict(model: BiLstmAttention, examples: Sequence[Example], batch_size: int = 64) -> np.ndarray:

@@ -214,25 +214,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     extra = []  # clips outside the 4 classes, for a recipe with the own-label head
     if recipe.train.own_labels > 0:
         extra, _ = load_examples(outside((c for name in sorted(corpora) for c in corpora[name]), labels), labels, cache, others=True)
-    frames_of = {}  # the teacher's encoder frames, for a recipe that regresses them (label-free targets)
-    if recipe.train.frame_distill > 0:
-        from ser_edge.training.teacher import attach_frames, frames
-
-        frames_of = frames([e.path for e in examples + extra], progress=True)
     model_config = recipe.model_config(len(labels))
     args.work.mkdir(parents=True, exist_ok=True)
-
-    def taught(part):  # the part and its speakers' added clips, with the teacher's frames standardised over them
-        speakers = {e.group for e in part}
-        mine = [e for e in extra if e.group in speakers]
-        return attach_frames(part, frames_of, mine) if frames_of else (part, mine)
 
     rows = []
     folds = _speaker_folds(clips, args.folds, lambda g: not is_development(g))
     for n, (train_idx, test_idx) in enumerate(folds, 1):
         print(f"fold {n}/{len(folds)}: {len(train_idx)} training clips, {len(test_idx)} test clips", flush=True)
-        part, part_extra = taught([examples[i] for i in train_idx])
-        model, _ = fit_ensemble(part, model_config, recipe.train, recipe.ensemble, augment=augment, extra=part_extra)
+        model, _ = fit_ensemble([examples[i] for i in train_idx], model_config, recipe.train, recipe.ensemble,
+                                augment=augment, extra=extra)
         model = model.cpu()
         test = [examples[i] for i in test_idx]
         fp32 = export_onnx(model, config, labels, args.work / f"fold{n}.onnx")
@@ -248,9 +238,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("training the shipped model on all clips", flush=True)
     splits = [training_split(examples, recipe.train.seed + k) for k in range(recipe.ensemble)]
     train_part, val_part = splits[0]
-    part, part_extra = taught(examples)
-    model, results = fit_ensemble(part, model_config, recipe.train, recipe.ensemble, log=print, augment=augment,
-                                  extra=part_extra)
+    model, results = fit_ensemble(examples, model_config, recipe.train, recipe.ensemble, log=print, augment=augment,
+                                  extra=extra)
     model = model.cpu()
     best_epochs = [r.best_epoch for r in results]
     counts = {c: Counter(x.label for x in to_shared(corpora[c])) for c in sorted(corpora)}

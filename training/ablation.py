@@ -112,14 +112,14 @@ _row("adv-speaker-label", "adv-speaker", "the speaker classifier also sees each 
 _row("own-labels", "multicond", "+ a training-only head classifying each clip among all labels of its corpus "
      "(weight 0.5); the training speakers' clips outside the 4 classes train through it",
      train={"own_labels": 0.5})
-# Tenth round: the teacher's encoder frames as dense, label-free targets (each LSTM step regresses
-# the teacher frame at the same relative time; noisy copies keep their clean clip's frames).
-_row("frame-kd", "multicond", "+ each step of the second LSTM, through a training-only projection, regresses the "
-     "teacher's encoder frame at the same time (cosine, weight 1)", train={"frame_distill": 1.0})
 # Ninth round: the speaker adversary told only the speakers who hold every class of the task
 # (none of URDU's), so it cannot push the emotion out with a speaker who holds one.
 _row("adv-speaker-complete", "adv-speaker", "the speaker classifier tells apart only the speakers whose training "
      "clips hold every class (none of URDU's)", train={"adversary_complete": True})
+# Tenth round: the teacher's encoder frames as dense, label-free targets (each LSTM step regresses
+# the teacher frame at the same relative time; noisy copies keep their clean clip's frames).
+_row("frame-kd", "multicond", "+ each step of the second LSTM, through a training-only projection, regresses the "
+     "teacher's encoder frame at the same time (cosine, weight 1)", train={"frame_distill": 1.0})
 
 
 def resolve(name: str) -> Recipe:

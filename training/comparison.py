@@ -267,7 +267,7 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
     if recipe.train.distill > 0 or recipe.train.embed_distill > 0:
         train_ex, always_ex = _with_teacher(task, train_ex, always_ex, recipe.train, seed)
     if recipe.train.frame_distill > 0:
-        train_ex, always_ex = _with_teacher_frames(task, train_ex, always_ex)
+        train_ex, always_ex = _with_teacher_frames(train_ex, always_ex)
     augment, relative = recipe.augmenter(cache), (lambda examples: examples)
     if recipe.baseline == "speaker":  # every speaker's clean clips of the task (test speakers' too: unsupervised)
         baselines = speaker_baselines(_examples(task, range(len(task.clips)), cache), recipe.features)
@@ -298,23 +298,26 @@ def _with_teacher(task: Task, train_ex, always_ex, config, seed: int):
     """The training examples with the teacher's targets (fitted on these examples only)."""
     from ser_edge.training.teacher import attach_for_training, embeddings
 
-    vectors = _STATE.setdefault("teacher_vectors", {})  # per process, over every task it runs
-    missing = [c.path for c in task.clips if str(c.path) not in vectors]
-    if missing:
-        vectors.update(embeddings(missing))
+    vectors = _teacher_outputs("teacher_vectors", embeddings, [*train_ex, *always_ex])
     both = attach_for_training(train_ex, vectors, len(task.labels), config, always=always_ex)
     return both[: len(train_ex)], both[len(train_ex):]
 
 
-def _with_teacher_frames(task: Task, train_ex, always_ex):
+def _with_teacher_frames(train_ex, always_ex):
     """The training examples with the teacher's encoder frames (standardised over them)."""
     from ser_edge.training.teacher import attach_frames, frames
 
-    cached = _STATE.setdefault("teacher_frames", {})  # per process, over every task it runs
-    missing = [c.path for c in task.clips if str(c.path) not in cached]
+    return attach_frames(train_ex, _teacher_outputs("teacher_frames", frames, [*train_ex, *always_ex]), always_ex)
+
+
+def _teacher_outputs(key: str, compute, examples) -> dict:
+    """{str(path): the teacher's output} through `compute(paths)`, kept per process over every
+    task it runs; computed only for the examples' files not seen yet."""
+    cached = _STATE.setdefault(key, {})
+    missing = sorted({str(e.path) for e in examples} - set(cached))
     if missing:
-        cached.update(frames(missing))
-    return attach_frames(train_ex, cached, always_ex)
+        cached.update(compute([Path(p) for p in missing]))
+    return cached
 
 
 def _run_record(task: Task, test_idx: Sequence[int], probs: np.ndarray) -> dict:

@@ -24,7 +24,8 @@ import numpy as np
 
 from ser_edge.training.data import Example
 
-__all__ = ["TeacherError", "attach", "attach_for_training", "attach_frames", "embeddings", "frames", "soft_targets", "teacher_folder"]
+__all__ = ["TeacherError", "attach", "attach_for_training", "attach_frames", "embeddings", "frames", "soft_targets",
+           "teacher_folder"]
 
 GET_SCRIPT = "../shared/tools/get-whisper-base"
 

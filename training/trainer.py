@@ -172,6 +172,16 @@ def _batches(examples: Sequence[Example], order: np.ndarray, batch_size: int, de
         yield torch.from_numpy(x).to(device), lengths.to(device), y.to(device)
 
 
+def _teacher_projection(train: Sequence[Example], field_name: str, inputs: int, device, error: str) -> nn.Linear:
+    """The training-only linear map from `inputs` values to the width of one teacher field
+    (its last dimension) shared by the training examples that have it; `error` when none
+    has it or they differ."""
+    widths = {getattr(e, field_name).shape[-1] for e in train if getattr(e, field_name) is not None}
+    if len(widths) != 1:
+        raise ValueError(error)
+    return nn.Linear(inputs, widths.pop()).to(device)
+
+
 def _teacher_batch(items: Sequence[Example], field_name: str, device: torch.device
                    ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     """(targets [B, K], mask [B]) of one teacher field over a batch; None when no item has it."""
@@ -265,19 +275,13 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
     if any(config.spec_augment):
         generator = torch.Generator().manual_seed(config.seed)
         model.spec_augment = SpecAugment(*config.spec_augment, generator=generator)
-    projection = None
-    if config.embed_distill > 0:
-        dims = {len(e.target_embedding) for e in train if e.target_embedding is not None}
-        if len(dims) != 1:
-            raise ValueError("embed_distill needs training examples with teacher embeddings of one size")
-        projection = nn.Linear(model_config.embedding_dim, dims.pop()).to(device)
-    frame_projection = None
-    if config.frame_distill > 0:
-        dims = {e.teacher_frames.shape[1] for e in train if e.teacher_frames is not None}
-        if len(dims) != 1:
-            raise ValueError("frame_distill needs training examples with teacher frames (Example.teacher_frames) "
-                             "of one width")
-        frame_projection = nn.Linear(2 * model_config.hidden2, dims.pop()).to(device)
+    projection = (_teacher_projection(train, "target_embedding", model_config.embedding_dim, device,
+                                      "embed_distill needs training examples with teacher embeddings of one size")
+                  if config.embed_distill > 0 else None)
+    frame_projection = (_teacher_projection(train, "teacher_frames", 2 * model_config.hidden2, device,
+                                            "frame_distill needs training examples with teacher frames "
+                                            "(Example.teacher_frames) of one width")
+                        if config.frame_distill > 0 else None)
     adversary, domains = _adversary(train, model_config, config, device)
     own_head, own_index, own_allowed = _own_head(train, model_config, config, device)
     if config.distill > 0 and not any(e.soft is not None for e in train):

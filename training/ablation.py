@@ -120,6 +120,9 @@ _row("adv-speaker-complete", "adv-speaker", "the speaker classifier tells apart 
 # the teacher frame at the same relative time; noisy copies keep their clean clip's frames).
 _row("frame-kd", "multicond", "+ each step of the second LSTM, through a training-only projection, regresses the "
      "teacher's encoder frame at the same time (cosine, weight 1)", train={"frame_distill": 1.0})
+# Eleventh round: the deltas and delta-deltas of the round-1 recipe (combo-level) on top of the
+# noisy copies; the second round took them out by the narrowest margin of its rule.
+_row("multicond-deltas", "multicond", "+ deltas and delta-deltas (as combo-level)", model={"deltas": 2})
 
 
 def resolve(name: str) -> Recipe:

@@ -66,3 +66,40 @@ def test_the_card_section_is_replaced_or_inserted():
     assert once == "# m\n\n## How good\nx\n\n## Calibration\n\nT = 1\n\n## Recipe\nr\n"
     twice = with_section(once, "Calibration", "\nT = 2\n", before="Recipe")
     assert twice.count("## Calibration") == 1 and "T = 2" in twice and "T = 1" not in twice
+
+
+def test_the_calibration_command_writes_into_the_models_folder_it_is_given(tmp_path):
+    """A candidate build (`bundle --models DIR`): the temperature goes into DIR's model and
+    card, the calibration page into --out, and the package's bundled model is left as it was."""
+    import hashlib
+    import json
+    import shutil
+
+    from conftest import DATA_DIR
+    from ser_edge.training.calibration import main
+    from ser_edge.training.comparison import clip_id, read_corpora
+    from ser_edge.training.corpora import to_shared
+
+    for corpus in ("urdu", "emodb-2s", "ravdess"):
+        if not (DATA_DIR / corpus).is_dir():
+            pytest.skip(f"{corpus} not found in {DATA_DIR} (set SER_EDGE_DATA to the folder holding the corpora)")
+    shipped = hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()
+    clips = to_shared(read_corpora({"emodb": DATA_DIR / "emodb-2s"}, "default", log=lambda s: None)["emodb"])[::25][:12]
+    rows = [{"clip": clip_id(c), "corpus": c.corpus, "true": c.label, "fold": 1 + k % 2} for k, c in enumerate(clips)]
+    models, work = tmp_path / "candidate", tmp_path / "work"
+    models.mkdir()
+    work.mkdir()
+    (models / "card_scores.json").write_text(json.dumps({"clips": rows}))
+    (models / "MODEL_CARD.md").write_text("# card\n\n## How good\ntext\n\n## Recipe\nr\n")
+    raw = set_temperature(DEFAULT_MODEL, 1.0, models / "default.int8.onnx")
+    for fold in (1, 2):
+        shutil.copyfile(raw, work / f"fold{fold}.int8.onnx")
+    argv = ["--urdu", str(DATA_DIR / "urdu"), "--emodb", str(DATA_DIR / "emodb-2s"), "--ravdess",
+            str(DATA_DIR / "ravdess"), "--work", str(work), "--out", str(tmp_path / "page"), "--models", str(models)]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "page" / "calibration.json").read_text())
+    assert result["clips"] + result["no_speech"] == len(rows)
+    assert OnnxModel(models / "default.int8.onnx").temperature == pytest.approx(result["temperature"], rel=1e-5)
+    card = (models / "MODEL_CARD.md").read_text()
+    assert "## Calibration" in card and card.index("## Calibration") < card.index("## Recipe")
+    assert hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest() == shipped

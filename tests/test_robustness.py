@@ -93,10 +93,9 @@ def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path,
     shutil.copyfile(DEFAULT_MODEL, models / "default.int8.onnx")
     table = bundle.QUALITY_HEADER + "\n|---|\n| stale |\n\nint8 and fp32 ...\nPer-class recall (int8): {}.\n"
     card = "# card\n\n## How good\n\n" + table + "\nkept text\n"
-    monkeypatch.setattr(bundle, "MODELS", models)
     monkeypatch.setattr(bundle, "_calibrate_and_test_in_noise", lambda args: None)
     argv = ["--urdu", str(DATA_DIR / "urdu"), "--emodb", str(DATA_DIR / "emodb-2s"), "--ravdess",
-            str(DATA_DIR / "ravdess"), "--work", str(work), "--rescore"]
+            str(DATA_DIR / "ravdess"), "--work", str(work), "--models", str(models), "--rescore"]
     assert bundle.main(argv) == 2  # no card
     assert "MODEL_CARD.md is missing" in capsys.readouterr().err
     (models / "MODEL_CARD.md").write_text("# a card without the table\n")
@@ -126,3 +125,23 @@ def test_the_bundle_command_refuses_a_bad_ensemble_size_before_any_work(tmp_path
     with pytest.raises(SystemExit) as stop:
         bundle.main(["--urdu", str(tmp_path), "--emodb", str(tmp_path), "--ravdess", str(tmp_path), "--ensemble", "0"])
     assert stop.value.code == 2 and "--ensemble must be at least 1" in capsys.readouterr().err
+
+
+def test_the_bundle_command_sends_calibration_and_noise_to_the_folders_it_is_given(tmp_path, monkeypatch):
+    """`bundle --models DIR --results R`: the calibration and the noise sweep read and write the
+    candidate in DIR and put their pages under R, so a candidate never touches the bundled model."""
+    import argparse
+
+    from ser_edge.training import bundle, calibration, robustness
+
+    seen = {}
+    monkeypatch.setattr(calibration, "main", lambda argv: seen.setdefault("calibration", argv))
+    monkeypatch.setattr(robustness, "main", lambda argv: seen.setdefault("robustness", argv))
+    args = argparse.Namespace(urdu=tmp_path / "u", emodb=tmp_path / "e", ravdess=tmp_path / "r", work=tmp_path / "w",
+                              models=tmp_path / "candidate", results=tmp_path / "pages")
+    bundle._calibrate_and_test_in_noise(args)
+    for name in ("calibration", "robustness"):
+        argv = seen[name]
+        options = dict(zip(argv[::2], argv[1::2]))
+        assert options["--models"] == str(tmp_path / "candidate") and options["--work"] == str(tmp_path / "w")
+        assert options["--out"] == str(tmp_path / "pages" / name)

@@ -117,13 +117,13 @@ def rescore(args: argparse.Namespace) -> int:
     metadata, then calibration and noise."""
     from ser_edge.training.calibration import held_out_clips
 
-    card_scores, card_path = MODELS / "card_scores.json", MODELS / "MODEL_CARD.md"
+    card_scores, card_path = args.models / "card_scores.json", args.models / "MODEL_CARD.md"
 
     def fail(message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
 
-    for path in (card_scores, card_path, MODELS / "default.int8.onnx"):
+    for path in (card_scores, card_path, args.models / "default.int8.onnx"):
         if not path.is_file():
             return fail(f"--rescore needs a finished build; {path} is missing (run the bundle command without "
                         "--rescore first)")
@@ -157,7 +157,7 @@ def rescore(args: argparse.Namespace) -> int:
     saved.update({"scores": scores, "clips": rows})
     card_scores.write_text(json.dumps(saved, indent=1) + "\n")
     card_path.write_text(card[:start] + _quality_table(rows, scores, agreement) + card[end:])
-    _update_training_metadata(MODELS / "default.int8.onnx", summary)
+    _update_training_metadata(args.models / "default.int8.onnx", summary)
     _calibrate_and_test_in_noise(args)
     print(card_path.read_text())
     return 0
@@ -190,6 +190,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--ensemble", type=int, default=None,
                         help="models averaged in the shipped graph and in each fold (default: the recipe's)")
     parser.add_argument("--max-epochs", type=int, default=None, help=argparse.SUPPRESS)  # quick checks only
+    parser.add_argument("--models", type=Path, default=MODELS,
+                        help="folder for the int8 model, MODEL_CARD.md and card_scores.json (default: the package's "
+                             "bundled model; another folder builds a candidate without replacing it)")
+    parser.add_argument("--results", type=Path, default=Path("results"),
+                        help="folder for the calibration/ and robustness/ pages (default: %(default)s)")
     parser.add_argument("--rescore", action="store_true",
                         help="train nothing: score the held-out recordings again with the fold models in --work "
                              "(after a runtime change) and update the card, calibration and noise sections")
@@ -258,9 +263,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     fp32 = export_onnx(model, config, labels, args.work / "default.onnx", training=summary)
     int8 = quantise_int8(fp32, args.work / "default.int8.onnx")
-    MODELS.mkdir(exist_ok=True)
-    shutil.copyfile(int8, MODELS / "default.int8.onnx")
-    (MODELS / "card_scores.json").write_text(json.dumps({"summary": summary, "scores": scores, "clips": rows},
+    args.models.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(int8, args.models / "default.int8.onnx")
+    (args.models / "card_scores.json").write_text(json.dumps({"summary": summary, "scores": scores, "clips": rows},
                                                         indent=1) + "\n")
 
     data_lines = "\n".join(
@@ -316,9 +321,9 @@ python -m ser_edge.training.bundle --urdu ../shared/data/urdu --emodb ../shared/
 ```
 (needs the train extra; writes ser_edge/models/default.int8.onnx, this card and card_scores.json.)
 """
-    (MODELS / "MODEL_CARD.md").write_text(card)
+    (args.models / "MODEL_CARD.md").write_text(card)
     _calibrate_and_test_in_noise(args)
-    print((MODELS / "MODEL_CARD.md").read_text())
+    print((args.models / "MODEL_CARD.md").read_text())
     return 0
 
 
@@ -326,13 +331,13 @@ def _calibrate_and_test_in_noise(args: argparse.Namespace) -> None:
     # Calibration: one temperature fitted on the folds' held-out clips, written into the graph.
     from ser_edge.training.calibration import main as calibrate
 
-    calibrate(["--urdu", str(args.urdu), "--emodb", str(args.emodb), "--ravdess", str(args.ravdess),
-               "--work", str(args.work)])
+    corpora = ["--urdu", str(args.urdu), "--emodb", str(args.emodb), "--ravdess", str(args.ravdess)]
+    places = ["--work", str(args.work), "--models", str(args.models)]
+    calibrate(corpora + places + ["--out", str(args.results / "calibration")])
     # The same held-out recordings in noise, through the shipped path (the card's "In noise").
     from ser_edge.training.robustness import main as robustness
 
-    robustness(["--urdu", str(args.urdu), "--emodb", str(args.emodb), "--ravdess", str(args.ravdess),
-                "--work", str(args.work)])
+    robustness(corpora + places + ["--out", str(args.results / "robustness")])
 
 
 if __name__ == "__main__":

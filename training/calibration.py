@@ -174,11 +174,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.add_argument(f"--{name}", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("build/default-model"))
     parser.add_argument("--out", type=Path, default=Path("results/calibration"))
+    parser.add_argument("--models", type=Path, default=DEFAULT_MODEL.parent,
+                        help="folder of default.int8.onnx, card_scores.json and MODEL_CARD.md (default: the "
+                             "bundled model's)")
     args = parser.parse_args(argv)
     labels = list(SHARED_LABELS)  # the bundled model's classes, in its order
     corpora = read_corpora({n: getattr(args, n) for n in READERS}, "default", log=lambda s: None)
     try:
-        rows, by_id = held_out_clips(DEFAULT_MODEL.parent / "card_scores.json", corpora)
+        rows, by_id = held_out_clips(args.models / "card_scores.json", corpora)
     except ValueError as err:
         parser.error(str(err))
     windows: list[Optional[np.ndarray]] = [None] * len(rows)
@@ -219,10 +222,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     (args.out / "calibration.json").write_text(json.dumps(result, indent=1) + "\n")
     _plot(table_before, table_after, args.out / "reliability.png",
           (f"as trained: ECE {100 * ece_before:.1f} %", f"temperature (cross-fitted): ECE {100 * ece_after:.1f} %"))
-    set_temperature(DEFAULT_MODEL, shipped_t)
+    set_temperature(args.models / "default.int8.onnx", shipped_t)
     text = section(result)
     (args.out / "CALIBRATION.md").write_text("# Calibration of the bundled model\n\n" + text + "\n")
-    card_path = DEFAULT_MODEL.with_name("MODEL_CARD.md")
+    card_path = args.models / "MODEL_CARD.md"
     card_path.write_text(with_section(card_path.read_text(), "Calibration", text, before="Recipe"))
     print(text)
     return 0

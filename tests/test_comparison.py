@@ -147,9 +147,36 @@ def test_seeds_with_probabilities_also_count_as_one_ensemble():
     assert comparison._ensemble(seeds)["noise"] == {"pink": [0, 1, 0]}
     del seeds[1]["noise_probabilities"]  # runs from before noisy probabilities were kept
     assert "noise" not in comparison._ensemble(seeds)
-    assert comparison._cost_key("ser-edge (default ×3)") == "ser-edge ×3"
-    assert comparison._cost_key("ser-edge (default)") == "ser-edge"
     assert comparison._cost_key("whisper-logreg") == "whisper-logreg"
+
+
+def test_costs_are_kept_per_model_shape_and_ensemble_size():
+    """Recipes of one shape share a cost entry; deltas (a 3x wider first LSTM input), other
+    sizes and other ensemble sizes get their own."""
+    key = comparison._cost_key
+    assert key("ser-edge (multicond ×3)") == key("ser-edge (level-no-deltas ×3)") == key("ser-edge (adv-speaker ×3)")
+    assert key("ser-edge (multicond ×3)") != key("ser-edge (multicond-deltas ×3)") == key("ser-edge (combo-level ×3)")
+    assert key("ser-edge (multicond)") != key("ser-edge (multicond ×3)")
+    assert key("ser-edge (combo-level)") != key("ser-edge (combo-large)")
+    assert "x3 in" in key("ser-edge (multicond-deltas)") and "x1 in" in key("ser-edge (multicond)")
+    assert key("ser-edge (no-such-recipe)") == "ser-edge (no-such-recipe)"
+
+
+def test_the_cost_of_a_recipe_is_measured_on_an_export_of_its_shape(tmp_path):
+    """Size and time come from an int8 export of the recipe's model: deltas make it larger, three
+    members about three times one; the time is per second of the audio given."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "a.wav"
+    sf.write(path, 0.1 * rng.standard_normal(16000 * 3).astype(np.float32), 16000)
+    clips = [comparison.Clip(path, "angry", "s1", "urdu")]
+    one = comparison.ser_edge_cost("multicond", clips)
+    wide = comparison.ser_edge_cost("multicond-deltas", clips)
+    three = comparison.ser_edge_cost("multicond", clips, members=3)
+    assert 0 < one["seconds_per_second"] < 1 and 0.2 < one["size_mb"] < 1.0
+    assert wide["size_mb"] > 1.15 * one["size_mb"]
+    assert 2.7 * one["size_mb"] < three["size_mb"] < 3.2 * one["size_mb"]
 
 
 def test_noisy_scores_per_corpus_and_the_clean_plus_noise_rule():

@@ -597,11 +597,27 @@ def overview_rows(tasks: Sequence[Task], summary: dict) -> dict[str, tuple[int, 
     return out
 
 
+def _architecture(recipe_name: str) -> str:
+    """What sets a ser-edge model's size and cost: values per frame (times 1 + the delta orders),
+    LSTM and dense sizes, frame pooling, window statistics."""
+    from ser_edge.training.recipes import get_recipe
+
+    m = get_recipe(recipe_name).model_config(4)
+    return (f"{m.input_dim}x{1 + m.deltas} in, {m.hidden1}/{m.hidden2}/{m.dense}, pool {m.subsample}"
+            + (", stats" if m.stats else ""))
+
+
 def _cost_key(system: str) -> str:
-    """The costs.json entry of a system: "ser-edge" for one model, "ser-edge ×N" for an ensemble."""
+    """The costs.json entry of a system: an anchor's name, or for ser-edge its architecture and
+    ensemble size ("ser-edge ×3 [43x1 in, 128/64/64, pool 3]"): recipes of one shape cost the same."""
     if not system.startswith("ser-edge"):
         return system
-    return f"ser-edge ×{system.rpartition('×')[2].rstrip(')')}" if "×" in system else "ser-edge"
+    name, _, members = system[len("ser-edge ("):-1].partition(" ×")
+    try:
+        shape = _architecture(name)
+    except ValueError:  # a recipe this version does not know
+        return system
+    return f"ser-edge{' ×' + members if members else ''} [{shape}]"
 
 
 def _plot(overview: dict, costs: dict, path: Path) -> None:
@@ -635,27 +651,31 @@ def _plot(overview: dict, costs: dict, path: Path) -> None:
 # ---------------------------------------------------------------------------- costs
 
 
-def _bundled_members() -> int:
-    """How many models the bundled model averages (1: a single model)."""
-    import onnx
+def ser_edge_cost(recipe_name: str, clips: Sequence[Clip], members: int = 1) -> dict:
+    """Seconds per second of audio on one core for the C++ features plus an int8 model of the
+    recipe's shape (`members` models averaged in one graph) over 2 s windows every 0.5 s (the
+    shipped path), and the int8 model's size. The model is exported untrained: its size and the
+    work per window depend on its shape, not on its weights."""
+    import tempfile
 
-    from ser_edge.model import DEFAULT_MODEL
-
-    meta = {p.key: p.value for p in onnx.load(str(DEFAULT_MODEL)).metadata_props}
-    return int(json.loads(meta.get("ser_edge.model_config", "{}")).get("ensemble", 1))
-
-
-def ser_edge_cost(recipe_name: str, clips: Sequence[Clip], model_path: Optional[Path] = None) -> dict:
-    """Seconds per second of audio on one core for the C++ features plus the int8 model over
-    2 s windows every 0.5 s (the shipped path), and the int8 model's size."""
     from ser_edge.audio import load
     from ser_edge.features import extract
-    from ser_edge.model import DEFAULT_MODEL, OnnxModel
+    from ser_edge.model import OnnxModel
+    from ser_edge.training.export import export_onnx, quantise_int8
+    from ser_edge.training.model import BiLstmAttention, Ensemble
+    import torch
+
     from ser_edge.training.recipes import get_recipe
 
-    config = get_recipe(recipe_name).features
-    model_path = Path(model_path or DEFAULT_MODEL)
-    model = OnnxModel(model_path, threads=1)
+    recipe = get_recipe(recipe_name)
+    config, labels = recipe.features, ["angry", "happy", "neutral", "sad"]
+    torch.manual_seed(0)
+    models = [BiLstmAttention(recipe.model_config(len(labels))) for _ in range(members)]
+    with tempfile.TemporaryDirectory() as folder:
+        fp32 = export_onnx(models[0] if members == 1 else Ensemble(models), config, labels, Path(folder) / "m.onnx")
+        model_path = quantise_int8(fp32, Path(folder) / "m.int8.onnx")
+        model = OnnxModel(model_path, threads=1)
+        size = model_path.stat().st_size / 1e6
     audio = [load(c.path, 16000) for c in clips]
     seconds = sum(len(a) for a in audio) / 16000
     start = time.process_time()
@@ -663,8 +683,7 @@ def ser_edge_cost(recipe_name: str, clips: Sequence[Clip], model_path: Optional[
         feats = extract(a, config)
         for s in range(0, max(1, len(feats) - 200 + 1), 50):
             model.score(feats[s : s + 200])
-    return {"seconds_per_second": (time.process_time() - start) / seconds,
-            "size_mb": model_path.stat().st_size / 1e6}
+    return {"seconds_per_second": (time.process_time() - start) / seconds, "size_mb": size}
 
 
 # ---------------------------------------------------------------------------- command
@@ -751,9 +770,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             run_jobs(jobs, by_name, runs, args.jobs, args.device,
                      overrides={"max_epochs": args.max_epochs} if args.max_epochs else None)
             sample = [c for clips in corpora.values() for c in clips[:: max(1, len(clips) // 20)]]
-            key = "ser-edge" if _bundled_members() == 1 else f"ser-edge ×{_bundled_members()}"
-            if key not in costs:  # measured with the bundled model, the recipe's shipped form
-                costs[key] = ser_edge_cost(args.recipe, sample)
+            for members in sorted({1, len(args.seeds)}):  # one model, and the seeds' models averaged
+                key = _cost_key(f"ser-edge ({args.recipe}{f' ×{members}' if members > 1 else ''})")
+                if key not in costs:
+                    costs[key] = ser_edge_cost(args.recipe, sample, members)
         for anchor in [s for s in systems if s != "ser-edge"]:
             run_anchor_system(anchor, chosen, corpora, runs, costs, args.whisper)
         costs_path.write_text(json.dumps(costs, indent=2))

@@ -658,13 +658,13 @@ def ser_edge_cost(recipe_name: str, clips: Sequence[Clip], members: int = 1) -> 
     work per window depend on its shape, not on its weights."""
     import tempfile
 
+    import torch
+
     from ser_edge.audio import load
     from ser_edge.features import extract
     from ser_edge.model import OnnxModel
     from ser_edge.training.export import export_onnx, quantise_int8
     from ser_edge.training.model import BiLstmAttention, Ensemble
-    import torch
-
     from ser_edge.training.recipes import get_recipe
 
     recipe = get_recipe(recipe_name)

@@ -597,27 +597,28 @@ def overview_rows(tasks: Sequence[Task], summary: dict) -> dict[str, tuple[int, 
     return out
 
 
-def _architecture(recipe_name: str) -> str:
-    """What sets a ser-edge model's size and cost: values per frame (times 1 + the delta orders),
-    LSTM and dense sizes, frame pooling, window statistics."""
+def _shape_key(recipe_name: str, members: int) -> str:
+    """The costs.json entry of ser-edge models of a recipe, `members` of them averaged: keyed by what
+    sets their size and cost (values per frame times 1 + the delta orders, LSTM and dense sizes,
+    frame pooling, window statistics), so recipes of one shape share it."""
     from ser_edge.training.recipes import get_recipe
 
-    m = get_recipe(recipe_name).model_config(4)
-    return (f"{m.input_dim}x{1 + m.deltas} in, {m.hidden1}/{m.hidden2}/{m.dense}, pool {m.subsample}"
-            + (", stats" if m.stats else ""))
+    m = get_recipe(recipe_name).model_config(len(SHARED))
+    shape = (f"{m.input_dim}x{1 + m.deltas} in, {m.hidden1}/{m.hidden2}/{m.dense}, pool {m.subsample}"
+             + (", stats" if m.stats else ""))
+    return f"ser-edge{f' ×{members}' if members > 1 else ''} [{shape}]"
 
 
 def _cost_key(system: str) -> str:
-    """The costs.json entry of a system: an anchor's name, or for ser-edge its architecture and
-    ensemble size ("ser-edge ×3 [43x1 in, 128/64/64, pool 3]"): recipes of one shape cost the same."""
+    """The costs.json entry of a system: an anchor's name, or for "ser-edge (NAME[ ×N])" its
+    shape and ensemble size (`_shape_key`)."""
     if not system.startswith("ser-edge"):
         return system
     name, _, members = system[len("ser-edge ("):-1].partition(" ×")
     try:
-        shape = _architecture(name)
+        return _shape_key(name, int(members or 1))
     except ValueError:  # a recipe this version does not know
         return system
-    return f"ser-edge{' ×' + members if members else ''} [{shape}]"
 
 
 def _plot(overview: dict, costs: dict, path: Path) -> None:
@@ -668,11 +669,11 @@ def ser_edge_cost(recipe_name: str, clips: Sequence[Clip], members: int = 1) -> 
     from ser_edge.training.recipes import get_recipe
 
     recipe = get_recipe(recipe_name)
-    config, labels = recipe.features, ["angry", "happy", "neutral", "sad"]
+    config = recipe.features
     torch.manual_seed(0)
-    models = [BiLstmAttention(recipe.model_config(len(labels))) for _ in range(members)]
+    models = [BiLstmAttention(recipe.model_config(len(SHARED))) for _ in range(members)]
     with tempfile.TemporaryDirectory() as folder:
-        fp32 = export_onnx(models[0] if members == 1 else Ensemble(models), config, labels, Path(folder) / "m.onnx")
+        fp32 = export_onnx(models[0] if members == 1 else Ensemble(models), config, SHARED, Path(folder) / "m.onnx")
         model_path = quantise_int8(fp32, Path(folder) / "m.int8.onnx")
         model = OnnxModel(model_path, threads=1)
         size = model_path.stat().st_size / 1e6
@@ -771,7 +772,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      overrides={"max_epochs": args.max_epochs} if args.max_epochs else None)
             sample = [c for clips in corpora.values() for c in clips[:: max(1, len(clips) // 20)]]
             for members in sorted({1, len(args.seeds)}):  # one model, and the seeds' models averaged
-                key = _cost_key(f"ser-edge ({args.recipe}{f' ×{members}' if members > 1 else ''})")
+                key = _shape_key(args.recipe, members)
                 if key not in costs:
                     costs[key] = ser_edge_cost(args.recipe, sample, members)
         for anchor in [s for s in systems if s != "ser-edge"]:

@@ -145,3 +145,52 @@ def test_the_bundle_command_sends_calibration_and_noise_to_the_folders_it_is_giv
         options = dict(zip(argv[::2], argv[1::2]))
         assert options["--models"] == str(tmp_path / "candidate") and options["--work"] == str(tmp_path / "w")
         assert options["--out"] == str(tmp_path / "pages" / name)
+
+
+def test_an_interrupted_bundle_goes_on_from_the_next_fold(tmp_path, monkeypatch, capsys):
+    """A build stopped in its second fold, run again with the same arguments, trains only the
+    folds it had not finished (and the shipped model), and the kept fold's held-out rows are
+    those the first run scored; another seed, or --fresh, trains every fold again."""
+    for corpus in ("urdu", "emodb-2s", "ravdess"):
+        if not (DATA_DIR / corpus).is_dir():
+            pytest.skip(f"{corpus} not found in {DATA_DIR} (set SER_EDGE_DATA to the folder holding the corpora)")
+    from ser_edge.training import bundle
+
+    real_read, real_fit = bundle.read_corpora, bundle.fit_ensemble
+    monkeypatch.setattr(bundle, "read_corpora", lambda *a, **k: {c: clips[::40] for c, clips in real_read(*a, **k).items()})
+    monkeypatch.setattr(bundle, "_calibrate_and_test_in_noise", lambda args: None)
+    calls = []
+
+    def fit(*a, **k):
+        calls.append(len(a[0]))
+        if stop_at and len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(bundle, "fit_ensemble", fit)
+    work, models = tmp_path / "work", tmp_path / "models"
+    argv = ["--urdu", str(DATA_DIR / "urdu"), "--emodb", str(DATA_DIR / "emodb-2s"), "--ravdess", str(DATA_DIR / "ravdess"),
+            "--folds", "2", "--ensemble", "1", "--max-epochs", "1", "--device", "cpu", "--work", str(work),
+            "--models", str(models)]
+    stop_at = 2  # the second fold's training
+    with pytest.raises(KeyboardInterrupt):
+        bundle.main(argv)
+    assert (work / "fold1.rows.json").is_file() and not (work / "fold2.rows.json").exists()
+    first = json.loads((work / "fold1.rows.json").read_text())["rows"]
+    assert first and all(r["fold"] == 1 and "int8" in r and "fp32" in r for r in first)
+
+    calls.clear()
+    stop_at = 0
+    capsys.readouterr()
+    assert bundle.main(argv) == 0
+    assert "fold 1: kept from an interrupted build" in capsys.readouterr().out
+    assert len(calls) == 2  # fold 2, then the shipped model on every clip
+    saved = json.loads((models / "card_scores.json").read_text())["clips"]
+    assert [r for r in saved if r["fold"] == 1] == first and {r["fold"] for r in saved} == {1, 2}
+    assert "kept from an interrupted run" in (models / "MODEL_CARD.md").read_text()
+
+    for again in (["--seed", "1"], ["--fresh"]):
+        calls.clear()
+        assert bundle.main(argv + again) == 0
+        assert len(calls) == 3, again  # both folds and the shipped model
+        assert "kept from an interrupted run" not in (models / "MODEL_CARD.md").read_text()

@@ -19,6 +19,10 @@
    and babble noise at 20, 10, 5 and 0 dB, scored through the shipped path; the card gets
    its "In noise" section.
 
+An interrupted build, run again with the same arguments, keeps the folds it finished (their
+models and held-out scores in --work, recorded with a digest of the recipe, seed and clips) and
+goes on from the next; `--fresh` trains them all again.
+
 `--rescore` trains nothing: after a change of the runtime it scores the held-out recordings
 again with the fold models of a finished build (--work) and redoes steps 3 and 4.
 """
@@ -26,6 +30,7 @@ again with the fold models of a finished build (--work) and redoes steps 3 and 4
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import shutil
@@ -86,6 +91,36 @@ def _held_out_scores(rows: list[dict], labels: list[str]) -> tuple[dict, float]:
     scores = {c: {k: report(c, k) for k in ("torch_whole_clip", "fp32", "int8")}
               for c in sorted({r["corpus"] for r in rows})}
     return scores, float(np.mean([r["fp32"] == r["int8"] for r in rows]))
+
+
+def _fold_key(recipe, seed: int, train: list[str], test: list[str]) -> str:
+    """What a fold's models and scores depend on: the recipe, the seed and its clips (a digest)."""
+    text = json.dumps({"recipe": recipe.to_dict(), "seed": seed, "train": train, "test": test}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _keep_fold(work: Path, fold: int, key: str, rows: list[dict]) -> None:
+    """Record a finished fold (its held-out rows) beside its models, so that an interrupted build
+    run again with the same arguments goes on from the next fold."""
+    path = work / f"fold{fold}.rows.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "rows": rows}) + "\n")
+    tmp.replace(path)
+
+
+def _kept_fold(work: Path, fold: int, key: str) -> Optional[list[dict]]:
+    """The held-out rows of a fold finished by an earlier run with the same key, or None (not
+    finished, another recipe, seed or clips, a model file missing, an unreadable record)."""
+    path = work / f"fold{fold}.rows.json"
+    if not all(p.is_file() for p in (path, work / f"fold{fold}.onnx", work / f"fold{fold}.int8.onnx")):
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("key") != key or not isinstance(saved.get("rows"), list):
+        return None
+    return saved["rows"]
 
 
 QUALITY_HEADER = ("| held-out speakers of | clips | UAR torch, whole clip | UAR fp32, shipped path | "
@@ -195,6 +230,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "bundled model; another folder builds a candidate without replacing it)")
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="folder for the calibration/ and robustness/ pages (default: %(default)s)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="train every fold again (by default the folds an interrupted build of the same recipe, "
+                             "seed and clips finished in --work are kept)")
     parser.add_argument("--rescore", action="store_true",
                         help="train nothing: score the held-out recordings again with the fold models in --work "
                              "(after a runtime change) and update the card, calibration and noise sections")
@@ -222,10 +260,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model_config = recipe.model_config(len(labels))
     args.work.mkdir(parents=True, exist_ok=True)
 
-    rows = []
+    rows, kept_folds = [], []
     folds = _speaker_folds(clips, args.folds, lambda g: not is_development(g))
     for n, (train_idx, test_idx) in enumerate(folds, 1):
         print(f"fold {n}/{len(folds)}: {len(train_idx)} training clips, {len(test_idx)} test clips", flush=True)
+        key = _fold_key(recipe, args.seed, [clip_id(clips[i]) for i in train_idx],
+                        [clip_id(clips[i]) for i in test_idx])
+        kept = None if args.fresh else _kept_fold(args.work, n, key)
+        if kept is not None:
+            print(f"fold {n}: kept from an interrupted build in {args.work} (same recipe, seed and clips; "
+                  "--fresh trains it again)", flush=True)
+            rows.extend(kept)
+            kept_folds.append(n)
+            continue
+        (args.work / f"fold{n}.rows.json").unlink(missing_ok=True)  # its models are about to be replaced
         model, _ = fit_ensemble([examples[i] for i in train_idx], model_config, recipe.train, recipe.ensemble,
                                 augment=augment, extra=extra)
         model = model.cpu()
@@ -237,6 +285,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             rows.append({"clip": clip_id(clips[i]), "corpus": clips[i].corpus, "speaker": clips[i].speaker,
                          "true": clips[i].label, "fold": n, "torch_whole_clip": labels[int(whole[j].argmax())]})
         _score_shipped_path(args.work, n, rows[len(rows) - len(test_idx):], [clips[i] for i in test_idx])
+        _keep_fold(args.work, n, key, rows[len(rows) - len(test_idx):])
 
     scores, agreement = _held_out_scores(rows, labels)
 
@@ -312,7 +361,7 @@ here count. Every protocol: results/comparison/COMPARISON.md.
 seventh of the training clips (whole speakers); the best epoch's weights are kept. The shipped
 model: {members_text}. Batch {recipe.train.batch_size}; trained on
 {results[0].device} ({platform.processor() or platform.machine()}), torch {torch.__version__}. Building took
-{(time.time() - start) / 60:.0f} min.
+{(time.time() - start) / 60:.0f} min{f" (folds {kept_folds} kept from an interrupted run and not counted)" if kept_folds else ""}.
 
 ## Reproduce
 ```bash

@@ -99,10 +99,15 @@ def _fold_key(recipe, seed: int, train: list[str], test: list[str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _fold_record(work: Path, fold: int) -> Path:
+    """Where a finished fold's held-out rows and key are kept, beside its models."""
+    return work / f"fold{fold}.rows.json"
+
+
 def _keep_fold(work: Path, fold: int, key: str, rows: list[dict]) -> None:
     """Record a finished fold (its held-out rows) beside its models, so that an interrupted build
     run again with the same arguments goes on from the next fold."""
-    path = work / f"fold{fold}.rows.json"
+    path = _fold_record(work, fold)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"key": key, "rows": rows}) + "\n")
     tmp.replace(path)
@@ -111,7 +116,7 @@ def _keep_fold(work: Path, fold: int, key: str, rows: list[dict]) -> None:
 def _kept_fold(work: Path, fold: int, key: str) -> Optional[list[dict]]:
     """The held-out rows of a fold finished by an earlier run with the same key, or None (not
     finished, another recipe, seed or clips, a model file missing, an unreadable record)."""
-    path = work / f"fold{fold}.rows.json"
+    path = _fold_record(work, fold)
     if not all(p.is_file() for p in (path, work / f"fold{fold}.onnx", work / f"fold{fold}.int8.onnx")):
         return None
     try:
@@ -273,7 +278,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             rows.extend(kept)
             kept_folds.append(n)
             continue
-        (args.work / f"fold{n}.rows.json").unlink(missing_ok=True)  # its models are about to be replaced
+        _fold_record(args.work, n).unlink(missing_ok=True)  # its models are about to be replaced
         model, _ = fit_ensemble([examples[i] for i in train_idx], model_config, recipe.train, recipe.ensemble,
                                 augment=augment, extra=extra)
         model = model.cpu()
@@ -284,8 +289,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for j, i in enumerate(test_idx):
             rows.append({"clip": clip_id(clips[i]), "corpus": clips[i].corpus, "speaker": clips[i].speaker,
                          "true": clips[i].label, "fold": n, "torch_whole_clip": labels[int(whole[j].argmax())]})
-        _score_shipped_path(args.work, n, rows[len(rows) - len(test_idx):], [clips[i] for i in test_idx])
-        _keep_fold(args.work, n, key, rows[len(rows) - len(test_idx):])
+        fold_rows = rows[len(rows) - len(test_idx):]
+        _score_shipped_path(args.work, n, fold_rows, [clips[i] for i in test_idx])
+        _keep_fold(args.work, n, key, fold_rows)
 
     scores, agreement = _held_out_scores(rows, labels)
 

@@ -15,10 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ser_edge.audio import StreamResampler, to_mono
-from ser_edge.features import FeatureStream
+from ser_edge.features import FeatureConfig, FeatureStream
 from ser_edge.model import OnnxModel
 
-__all__ = ["Event", "StreamRecognizer", "VadConfig", "Window"]
+__all__ = ["Event", "StreamRecognizer", "VadConfig", "Window", "speech_windows"]
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,8 @@ class StreamRecognizer:
                  on_window: Optional[Callable[[Window], None]] = None, window_s: Optional[float] = None,
                  hop_s: Optional[float] = None, vad: VadConfig = VadConfig(), provider: str = "cpu",
                  threads: Optional[int] = None) -> None:
-        self.model = model if isinstance(model, OnnxModel) else OnnxModel(model, provider=provider, threads=threads)
+        self.model = (model if isinstance(model, (OnnxModel, _WindowLog))
+                      else OnnxModel(model, provider=provider, threads=threads))
         self.on_event, self.on_window, self.vad = on_event, on_window, vad
         config = self.model.feature_config
         self._rate = config.sample_rate
@@ -270,3 +271,33 @@ class StreamRecognizer:
             events.append(event)
         self._segment, self._windows = None, []
         return events
+
+
+class _WindowLog:
+    """Stands in for a model in a StreamRecognizer that only finds the windows it would score."""
+
+    labels = ["speech"]
+
+    def __init__(self, feature_config: FeatureConfig, window_s: float, hop_s: float) -> None:
+        self.feature_config, self.window_s, self.hop_s = feature_config, window_s, hop_s
+
+    def score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ones(1, np.float32), np.zeros(len(features), np.float32)
+
+
+def speech_windows(samples: npt.ArrayLike, feature_config: FeatureConfig, window_s: float, hop_s: float,
+                   vad: VadConfig = VadConfig()) -> npt.NDArray[np.int64]:
+    """The analysis windows the streaming path scores over a recording (mono, at the features'
+    sample rate): [n, 2] frame ranges [start, stop) into its one-shot features
+    (`ser_edge.features.extract`), in the order they are scored; shape [0, 2] when the gate finds
+    no speech. Training cuts its clips to these so that it sees what the runtime scores."""
+    spans: list[tuple[int, int]] = []
+    hop, frame = feature_config.hop_s, feature_config.frame_s
+
+    def record(window: Window) -> None:
+        spans.append((int(round(window.start_s / hop)), int(round((window.end_s - frame) / hop)) + 1))
+
+    stream = StreamRecognizer(_WindowLog(feature_config, window_s, hop_s), on_window=record, vad=vad)
+    stream.push(np.asarray(samples, np.float32), feature_config.sample_rate)
+    stream.close()
+    return np.array(spans, np.int64).reshape(-1, 2)

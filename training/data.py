@@ -22,7 +22,8 @@ from ser_edge.features import FeatureConfig, extract
 from ser_edge.training.corpora import Clip
 from ser_edge.training.noise import make_noise, mix_at_snr
 
-__all__ = ["Augmenter", "Example", "speaker_normalise", "FeatureCache", "NoiseSpec", "babble_talkers", "load_examples"]
+__all__ = ["Augmenter", "Example", "FeatureCache", "NoiseSpec", "Source", "babble_talkers", "load_examples",
+           "speaker_normalise", "with_speech_windows"]
 
 #: Clips shorter than this many frames (0.25 s at the default hop) are skipped.
 MIN_FRAMES = 25
@@ -58,6 +59,22 @@ class Example:
     own: str = ""
     #: The teacher's encoder frames [frames, width] (standardised), for TrainConfig.frame_distill.
     teacher_frames: Optional[np.ndarray] = None
+    #: How the features were made from the file (to find its speech windows), or None.
+    source: Optional["Source"] = None
+    #: The analysis windows the runtime scores over the clip, [n, 2] frame ranges (TrainConfig.windows).
+    windows: Optional[np.ndarray] = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """How an example's audio was made from its file: the cache whose config computed its
+    features, the noise mixed in (babble of `talkers`) and the speed; enough to make the same
+    audio again and find its speech windows (`with_speech_windows`)."""
+
+    cache: "FeatureCache"
+    noise: Optional[NoiseSpec] = None
+    talkers: tuple[Path, ...] = ()
+    speed: float = 1.0
 
 
 def core_key() -> str:
@@ -110,6 +127,31 @@ class FeatureCache:
             raise AudioError(f"cannot read {str(path)!r}: {err.strerror or err}") from err
         if target.exists():
             return np.load(target)
+        feats = extract(self._samples(path, noise, talkers, speed), self.config)
+        _save(target, feats)
+        return feats
+
+    def speech_windows(self, path: Path, window_s: float, hop_s: float, noise: Optional[NoiseSpec] = None,
+                       talkers: Sequence[Path] = (), speed: float = 1.0) -> np.ndarray:
+        """The runtime's analysis windows (`ser_edge.stream.speech_windows`, the default
+        voice-activity gate) over the audio that `features` computes with the same arguments:
+        [n, 2] frame ranges into those features."""
+        from ser_edge.stream import VadConfig, speech_windows
+
+        try:
+            features = self._key(path, noise, talkers, speed)
+        except OSError as err:
+            raise AudioError(f"cannot read {str(path)!r}: {err.strerror or err}") from err
+        vad = VadConfig()
+        digest = hashlib.sha1(f"{features.stem}|{window_s!r}|{hop_s!r}|{vad!r}".encode()).hexdigest()
+        target = self.root / digest[:2] / f"{digest}.windows.npy"
+        if target.exists():
+            return np.load(target)
+        spans = speech_windows(self._samples(path, noise, talkers, speed), self.config, window_s, hop_s, vad)
+        _save(target, spans)
+        return spans
+
+    def _samples(self, path: Path, noise: Optional[NoiseSpec], talkers: Sequence[Path], speed: float) -> np.ndarray:
         samples = load(path, self.config.sample_rate)
         if speed != 1.0:
             import soxr
@@ -117,12 +159,31 @@ class FeatureCache:
             samples = soxr.resample(samples, self.config.sample_rate * speed, self.config.sample_rate)
         if noise is not None:
             samples = noisy(samples, path, noise, talkers, self.config.sample_rate)
-        feats = extract(samples, self.config)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, feats)
-        os.replace(tmp, target)
-        return feats
+        return samples
+
+
+def _save(target: Path, array: np.ndarray) -> None:
+    """Write an array into the cache atomically (readers never see a partial file)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, target)
+
+
+def with_speech_windows(examples: Sequence[Example], window_s: float, hop_s: float) -> list[Example]:
+    """Copies of `examples` with their `windows` set: the analysis windows the runtime scores
+    over each clip's audio (its noisy or speed-changed copy's own), every `hop_s` seconds of
+    speech a `window_s`-second window. Examples that have them already are kept as they are."""
+    out = []
+    for e in examples:
+        if e.windows is None:
+            if e.source is None:
+                raise ValueError(f"{e.path}: no record of how its features were made (Example.source), so its "
+                                 "speech windows cannot be found; load it with load_examples or an Augmenter")
+            s = e.source
+            e = replace(e, windows=s.cache.speech_windows(e.path, window_s, hop_s, s.noise, s.talkers, s.speed))
+        out.append(e)
+    return out
 
 
 def noisy(samples: np.ndarray, path: Path, noise: NoiseSpec, talkers: Sequence[Path] = (),
@@ -190,7 +251,7 @@ def load_examples(clips: Sequence[Clip], labels: Sequence[str], cache: FeatureCa
             warnings.warn(f"skipped: {reason}", stacklevel=2)
             continue
         examples.append(Example(feats, index.get(clip.label, -1), clip.group, clip.path,
-                                own=f"{clip.corpus}:{clip.label}"))
+                                own=f"{clip.corpus}:{clip.label}", source=Source(cache, noise, tuple(talkers))))
     return examples, skipped
 
 
@@ -243,27 +304,28 @@ class Augmenter:
         out = []
         for n, (kind, value) in enumerate(self.copies):
             for e in examples:
+                if kind == "speed":
+                    source = Source(self.cache, speed=value)
+                elif kind == "mixed":
+                    noise, snr = self.condition(e.path, n, value)
+                    talkers = babble_talkers(e, pool) if noise == "babble" else []
+                    if noise == "babble" and not talkers:
+                        noise = "pink"  # no other speaker to make babble of: the other coloured noise
+                    source = Source(self.cache, NoiseSpec(noise, snr, seed=100 + n), tuple(talkers))
+                else:
+                    talkers = babble_talkers(e, pool) if kind == "babble" else []
+                    if kind == "babble" and not talkers:
+                        warnings.warn(f"no babble copy of {e.path}: no other speaker among the training clips",
+                                      stacklevel=2)
+                        continue
+                    source = Source(self.cache, NoiseSpec(kind, value, seed=100 + n), tuple(talkers))
                 try:
-                    if kind == "speed":
-                        feats = self.cache.features(e.path, speed=value)
-                    elif kind == "mixed":
-                        noise, snr = self.condition(e.path, n, value)
-                        talkers = babble_talkers(e, pool) if noise == "babble" else []
-                        if noise == "babble" and not talkers:
-                            noise = "pink"  # no other speaker to make babble of: the other coloured noise
-                        feats = self.cache.features(e.path, NoiseSpec(noise, snr, seed=100 + n), talkers)
-                    else:
-                        talkers = babble_talkers(e, pool) if kind == "babble" else []
-                        if kind == "babble" and not talkers:
-                            warnings.warn(f"no babble copy of {e.path}: no other speaker among the training clips",
-                                          stacklevel=2)
-                            continue
-                        feats = self.cache.features(e.path, NoiseSpec(kind, value, seed=100 + n), talkers)
+                    feats = self.cache.features(e.path, source.noise, source.talkers, source.speed)
                 except AudioError as err:
                     warnings.warn(f"no {kind} copy of {e.path}: {err}", stacklevel=2)
                     continue
                 if len(feats) >= MIN_FRAMES:
-                    out.append(replace(e, features=feats))
+                    out.append(replace(e, features=feats, source=source, windows=None))
         return out
 
 

@@ -137,6 +137,9 @@ def describe(recipe: Recipe) -> str:
         *([f"ln F0 and ln energy relative to the {recipe.baseline}'s median over voiced frames (a baseline; "
            "the window keeps its energy level)"] if recipe.baseline else []),
         *([f"random {t.crop_frames}-frame crops"] if t.crop_frames else []),
+        *([f"trained on the runtime's analysis windows ({t.windows[0]:g} s every {t.windows[1]:g} s over the speech "
+           "the voice-activity gate finds in each clip, one drawn per clip and epoch), validated on the mean of "
+           "each clip's windows"] if t.windows else []),
         *([f"the second LSTM's outputs, through a training-only projection, regress the Whisper-base teacher's "
            f"encoder frames (cosine, weight {t.frame_distill:g})"] if t.frame_distill else []),
         *([f"a training-only {t.adversary} classifier on the pooled attention vector"

@@ -2,7 +2,8 @@
 
 Regularisers for small corpora are options of TrainConfig: weight decay, label smoothing,
 a cosine learning-rate schedule, random crops of the training clips to the runtime's
-analysis window, and SpecAugment masks.
+analysis window (or the very windows the runtime scores over each clip's speech), and
+SpecAugment masks.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -42,6 +43,12 @@ class TrainConfig:
     schedule: str = "constant"   # "constant" or "cosine" (over max_epochs)
     monitor: str = "loss"        # early stopping on validation "loss" or "uar"
     crop_frames: int = 0         # > 0: each epoch, clips longer than this are cut at a random start
+    # (window_s, hop_s): train on what the runtime scores. Each epoch every training clip is cut to
+    # one of the analysis windows the streaming path scores over its audio (the voice-activity
+    # gate's speech, a window_s window every hop_s; Example.windows, found from Example.source),
+    # and validation scores each clip as the runtime does: the mean of its windows' probabilities.
+    # A clip where the gate finds no speech is used whole. () trains on whole clips.
+    windows: tuple[float, ...] = ()
     spec_augment: tuple[int, int, int, int] = (0, 0, 0, 0)  # freq masks, max width, time masks, max width
     # Distillation from a teacher's targets on the training examples (Example.soft / target_embedding):
     distill: float = 0.0         # weight of KL(teacher || student) at `temperature` (times T^2); CE gets 1 - distill
@@ -79,6 +86,11 @@ class TrainConfig:
         if self.weight_decay < 0 or self.crop_frames < 0:
             raise ValueError("weight_decay and crop_frames must be >= 0")
         object.__setattr__(self, "spec_augment", tuple(int(v) for v in self.spec_augment))
+        object.__setattr__(self, "windows", tuple(float(v) for v in self.windows))
+        if self.windows and (len(self.windows) != 2 or min(self.windows) <= 0 or self.crop_frames
+                             or self.frame_distill):
+            raise ValueError(f"windows must be (window_s, hop_s), both > 0 seconds, without crop_frames or "
+                             f"frame_distill; got {self.windows}")
         if len(self.spec_augment) != 4 or min(self.spec_augment) < 0:
             raise ValueError(f"spec_augment must be four counts/widths >= 0, got {self.spec_augment}")
         if not 0.0 <= self.distill <= 1.0 or self.embed_distill < 0 or self.temperature <= 0:
@@ -112,6 +124,8 @@ class TrainConfig:
             del out["own_labels"]
         if not self.frame_distill:
             del out["frame_distill"]
+        if not self.windows:
+            del out["windows"]
         return out
 
 
@@ -155,6 +169,8 @@ def _bucketed(examples: Sequence[Example], order: np.ndarray, batch_size: int,
 def _batches(examples: Sequence[Example], order: np.ndarray, batch_size: int, device: torch.device,
              batches: Optional[list[np.ndarray]] = None, crop: int = 0,
              rng: Optional[np.random.Generator] = None):
+    """(features, lengths, labels) per batch; `crop` > 0 cuts longer clips to that many frames
+    at a random start, `crop` < 0 cuts each clip to one of its speech windows at random."""
     if batches is None:
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     for batch in batches:
@@ -163,6 +179,9 @@ def _batches(examples: Sequence[Example], order: np.ndarray, batch_size: int, de
         if crop > 0:
             feats = [f if len(f) <= crop else f[(s := int(rng.integers(len(f) - crop + 1))) : s + crop]
                      for f in feats]
+        elif crop < 0:  # one of each clip's speech windows (TrainConfig.windows)
+            feats = [e.features if e.windows is None or not len(e.windows)
+                     else e.features[slice(*e.windows[int(rng.integers(len(e.windows)))])] for e in items]
         lengths = torch.tensor([len(f) for f in feats], dtype=torch.int64)
         T, D = int(lengths.max()), feats[0].shape[1]
         x = np.zeros((len(items), T, D), np.float32)
@@ -224,8 +243,15 @@ def _balanced_subset(examples: Sequence[Example], rng: np.random.Generator) -> n
     return np.array(sorted(keep), dtype=np.int64)
 
 
-def _evaluate(model, examples, device, batch_size, loss_fn, n_classes) -> tuple[float, float]:
-    """Validation loss and UAR."""
+def _evaluate(model, examples, device, batch_size, loss_fn, n_classes, windowed: bool = False
+              ) -> tuple[float, float]:
+    """Validation loss and UAR; `windowed`: each clip scored as the runtime does, by the mean of
+    its speech windows' probabilities (the loss is that mean's negative log-likelihood)."""
+    if windowed:
+        p = windowed_predict(model, examples, batch_size)
+        true = np.array([e.label for e in examples])
+        loss = float(-np.log(np.maximum(p[np.arange(len(true)), true], 1e-8)).mean())
+        return loss, report(true.tolist(), p.argmax(1).tolist(), [str(c) for c in range(n_classes)])["uar"]
     model.eval()
     total, n, true, pred = 0.0, 0, [], []
     with torch.no_grad():
@@ -236,6 +262,29 @@ def _evaluate(model, examples, device, batch_size, loss_fn, n_classes) -> tuple[
             true += y.tolist()
             pred += logits.argmax(-1).tolist()
     return total / max(n, 1), report(true, pred, [str(c) for c in range(n_classes)])["uar"]
+
+
+def _window_views(examples: Sequence[Example]) -> tuple[list[Example], list[int]]:
+    """Every speech window of every example (Example.windows; the whole clip where it has none)
+    as an example of its own, and the index of the example each came from."""
+    parts, owner = [], []
+    for i, e in enumerate(examples):
+        spans = e.windows if e.windows is not None and len(e.windows) else [(0, len(e.features))]
+        for a, b in spans:
+            parts.append(replace(e, features=e.features[a:b], windows=None))
+            owner.append(i)
+    return parts, owner
+
+
+def windowed_predict(model: BiLstmAttention, examples: Sequence[Example], batch_size: int = 64) -> np.ndarray:
+    """Class probabilities [n, classes] of each example as the runtime decides a clip: the mean
+    over its speech windows (Example.windows) of their probabilities; a clip without any is
+    scored whole."""
+    parts, owner = _window_views(examples)
+    probs = predict(model, parts, batch_size)
+    out = np.zeros((len(examples), probs.shape[1]), np.float64)
+    np.add.at(out, np.array(owner, np.int64), probs)
+    return out / np.bincount(owner, minlength=len(examples))[:, None]
 
 
 def _progress(enabled: bool):
@@ -256,6 +305,10 @@ def train_model(train: Sequence[Example], val: Sequence[Example], model_config: 
     bar over each epoch's batches; `log` gets one line per epoch."""
     if not train or not val:
         raise ValueError("training needs non-empty training and validation sets")
+    if config.windows:
+        from ser_edge.training.data import with_speech_windows
+
+        train, val = (with_speech_windows(part, *config.windows) for part in (train, val))
     seed_everything(config.seed)
     device = select_device(config.device)
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -270,7 +323,8 @@ def train_model(train: Sequence[Example], val: Sequence[Example], model_config: 
 def _train(train, val, model_config, config, device, log, progress) -> TrainResult:
     rng = np.random.default_rng(config.seed)
     model = BiLstmAttention(model_config)
-    model.set_standardisation(*standardisation(train, model))
+    # Standardised over what the model will see: the speech windows when it trains on them.
+    model.set_standardisation(*standardisation(_window_views(train)[0] if config.windows else train, model))
     model.to(device)
     if any(config.spec_augment):
         generator = torch.Generator().manual_seed(config.seed)
@@ -315,8 +369,9 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
             total, n = 0.0, 0
             with _progress(progress) as bar:
                 task = bar.add_task(f"epoch {epoch} of {config.max_epochs}", total=len(batches)) if bar else None
+                crop = -1 if config.windows else config.crop_frames
                 for b, (x, lengths, y) in enumerate(_batches(train, order, config.batch_size, device, batches,
-                                                             config.crop_frames, rng)):
+                                                             crop, rng)):
                     optimiser.zero_grad()
                     logits, _, context, (h, steps) = model(x, lengths, return_context=True, return_steps=True)
                     items = [train[i] for i in batches[b]]
@@ -348,7 +403,8 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
                         bar.advance(task)
             if scheduler is not None:
                 scheduler.step()
-            val_loss, val_uar = _evaluate(model, val, device, config.batch_size, val_loss_fn, model_config.n_classes)
+            val_loss, val_uar = _evaluate(model, val, device, config.batch_size, val_loss_fn, model_config.n_classes,
+                                          windowed=bool(config.windows))
             seconds = time.perf_counter() - start
             result.history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "val_uar": val_uar,
                                    "seconds": seconds})

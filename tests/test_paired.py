@@ -145,3 +145,33 @@ def test_the_command_refuses_missing_inputs_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--urdu", str(tmp_path), "--runs", str(tmp_path / "none"), "--a", "x", "--b", "y"])
     assert "no run folder" in capsys.readouterr().err
+
+
+def _card(rows) -> dict:
+    return {"clips": [{"clip": f"{corpus}/{i}", "corpus": corpus, "speaker": speaker, "true": true, "int8": pred,
+                       "fp32": pred} for i, (corpus, speaker, true, pred) in enumerate(rows)]}
+
+
+def test_two_cards_are_compared_per_corpus_on_their_held_out_clips(tmp_path, capsys):
+    from ser_edge.training.paired import card_items
+
+    truth = [("emodb", s, t) for s in "ab" for t in ("angry", "sad")] + [("urdu", s, t) for s in "cde"
+                                                                          for t in ("angry", "sad")]
+    good = _card([(c, s, t, t) for c, s, t in truth])
+    no_speech = _card([(c, s, t, None if c == "urdu" and t == "sad" else t) for c, s, t in truth])
+    items = card_items(good, no_speech)
+    assert [i.task for i in items] == ["emodb", "urdu"] and items[1].speakers[:2] == ["urdu:c", "urdu:c"]
+    result = bootstrap(items, draws=200)
+    assert result["tasks"]["emodb"]["delta"] == 0.0
+    assert result["tasks"]["urdu"]["delta"] == pytest.approx(0.5)   # no speech found counts as a miss
+    assert result["mean"]["delta"] == pytest.approx(0.25) and result["mean"]["ahead"] == 1.0
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(good))
+    b.write_text(json.dumps(no_speech))
+    assert main(["--cards", str(a), str(b), "--draws", "200"]) == 0
+    assert "| mean of 2 | 100.0 | 75.0 | +25.0 |" in capsys.readouterr().out
+    b.write_text(json.dumps(_card([(c, s, t, t) for c, s, t in truth[:-1]])))
+    assert main(["--cards", str(a), str(b)]) == 2
+    assert "different clips" in capsys.readouterr().err
+    assert main(["--cards", str(a), str(tmp_path / "missing.json")]) == 2
+    assert "cannot compare the cards" in capsys.readouterr().err

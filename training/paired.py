@@ -4,6 +4,12 @@
         --ravdess ../shared/data/ravdess --runs results/comparison/runs \\
         --a "ser-edge (adv-speaker ×3)" --b "ser-edge (multicond ×3)" [--tasks joint loco-urdu ...]
 
+    python -m ser_edge.training.paired --cards candidate/card_scores.json ser_edge/models/card_scores.json
+
+compares two bundled-model cards (training/bundle.py) on their held-out clips instead: the
+labels each card's fold models gave through the shipped path (int8; `--column` for another),
+one item per corpus, the mean over the corpora as the card's mean.
+
 The spread over training seeds says how much a recipe moves with its seed; it says nothing
 of how much a difference between two recipes would move with other test speakers, which on
 these corpora (10 to 29 speakers each) is the larger uncertainty. This resamples the test
@@ -27,7 +33,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Paired", "bootstrap", "main", "paired_item", "paired_items", "weighted_uar"]
+__all__ = ["Paired", "bootstrap", "card_items", "main", "paired_item", "paired_items", "weighted_uar"]
 
 
 @dataclass
@@ -135,6 +141,27 @@ def paired_item(results: dict, groups: dict[str, str], task: str, a: str, b: str
                   np.asarray(first["true"])[keep], preds[0], preds[1], weight)
 
 
+def card_items(a: dict, b: dict, column: str = "int8") -> list[Paired]:
+    """One `Paired` per corpus from two bundle cards' per-clip rows (card_scores.json: "clips"
+    with clip, corpus, speaker, true and the label of each scoring), on the clips both scored;
+    raises ValueError when they were not scored on the same clips."""
+    rows = [{r["clip"]: r for r in card["clips"]} for card in (a, b)]
+    if set(rows[0]) != set(rows[1]):
+        raise ValueError(f"the cards hold different clips ({len(rows[0])} and {len(rows[1])}, "
+                         f"{len(set(rows[0]) ^ set(rows[1]))} in one only): build both on the same corpora and folds")
+    if any(column not in r for side in rows for r in side.values()):
+        raise ValueError(f"a card has no {column!r} labels; choose one of torch_whole_clip, fp32, int8")
+    items = []
+    for corpus in sorted({r["corpus"] for r in rows[0].values()}):
+        clips = sorted(c for c, r in rows[0].items() if r["corpus"] == corpus)
+        labels = sorted({rows[0][c]["true"] for c in clips})
+        code = {label: i for i, label in enumerate(labels)}
+        pred = [np.array([[code.get(side[c][column], -1) for c in clips]]) for side in rows]  # None (no speech): -1
+        items.append(Paired(corpus, [f"{corpus}:{rows[0][c]['speaker']}" for c in clips],
+                            np.array([code[rows[0][c]["true"]] for c in clips]), pred[0], pred[1]))
+    return items
+
+
 def format_table(result: dict, a: str, b: str) -> str:
     lines = [f"A = {a}, B = {b}; UAR %, Δ = A - B with a 95 % interval over {result['draws']} draws of the "
              f"{result['speakers']} test speakers", "",
@@ -155,19 +182,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.add_argument(f"--{name}", type=Path, help=f"the {TITLES[name]} folder")
     parser.add_argument("--runs", type=Path, default=Path("results/comparison/runs"),
                         help="the comparison's run folder")
-    parser.add_argument("--a", required=True, help='a system as the comparison page names it, e.g. '
+    parser.add_argument("--a", help='a system as the comparison page names it, e.g. '
                         '"ser-edge (adv-speaker ×3)", "ser-edge (multicond)", "whisper-logreg"')
-    parser.add_argument("--b", required=True, help="the system A is measured against")
+    parser.add_argument("--b", help="the system A is measured against")
+    parser.add_argument("--cards", nargs=2, type=Path, metavar=("A", "B"), default=None,
+                        help="instead: two bundle cards' card_scores.json (A, then B), held-out clips per corpus")
+    parser.add_argument("--column", default="int8", help="with --cards: the labels compared (int8, fp32, "
+                        "torch_whole_clip)")
     parser.add_argument("--tasks", nargs="*", default=None, metavar="TASK",
                         help="protocols to compare (default: every published one where both have runs)")
     parser.add_argument("--draws", type=int, default=2000, help="speaker draws")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.draws < 100:
+        parser.error("--draws must be at least 100")
+    if args.cards is not None:
+        return _cards(args)
+    if not args.a or not args.b:
+        parser.error("give the two systems (--a and --b), or two cards (--cards A B)")
     paths = {n: getattr(args, n) for n in READERS}
     if not any(paths.values()):
         parser.error("give the corpora the runs were made on (--urdu, --emodb, --ravdess)")
-    if args.draws < 100:
-        parser.error("--draws must be at least 100")
     missing = [str(p) for p in paths.values() if p is not None and not p.is_dir()]
     if missing:
         parser.error(f"no such corpus folder: {', '.join(missing)}")
@@ -196,6 +231,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(format_table(result, args.a, args.b))
     if args.json is not None:
         args.json.write_text(json.dumps({"a": args.a, "b": args.b, **result}, indent=1))
+    return 0
+
+
+def _cards(args) -> int:
+    names = [args.a or str(args.cards[0]), args.b or str(args.cards[1])]
+    try:
+        cards = [json.loads(Path(p).read_text()) for p in args.cards]
+        items = card_items(*cards, column=args.column)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"error: cannot compare the cards {args.cards[0]} and {args.cards[1]}: {error}", file=sys.stderr)
+        return 2
+    result = bootstrap(items, args.draws)
+    print(format_table(result, *names))
+    if args.json is not None:
+        args.json.write_text(json.dumps({"a": names[0], "b": names[1], "column": args.column, **result}, indent=1))
     return 0
 
 

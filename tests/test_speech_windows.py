@@ -79,8 +79,8 @@ from ser_edge.training.model import ModelConfig  # noqa: E402
 from ser_edge.training.trainer import (  # noqa: E402
     TrainConfig,
     _batches,
+    TrainResult,
     predict,
-    standardisation,
     train_model,
     windowed_predict,
 )
@@ -183,3 +183,27 @@ def test_the_windows_option_is_checked_and_left_out_of_older_recipes():
             TrainConfig(windows=bad)
     with pytest.raises(ValueError, match="crop_frames"):
         TrainConfig(windows=(2.0, 0.5), crop_frames=200)
+
+
+def test_a_model_trained_on_windows_is_scored_on_windows_by_the_protocols(clips, tmp_path):
+    from ser_edge.training.model import BiLstmAttention
+
+    cache = FeatureCache(FeatureConfig.preset("logmel"), root=tmp_path / "cache")
+    examples, _ = load_examples(clips, ["angry", "sad"], cache)
+    model = BiLstmAttention(ModelConfig(input_dim=40, n_classes=2, hidden1=8, hidden2=4, dense=4)).eval()
+    windowed = TrainResult(model, windows=(1.0, 0.5)).predict(examples)
+    np.testing.assert_allclose(windowed, windowed_predict(model, with_speech_windows(examples, 1.0, 0.5)), atol=1e-6)
+    assert not np.allclose(windowed, predict(model, examples), atol=1e-4)
+    np.testing.assert_array_equal(TrainResult(model).predict(examples), predict(model, examples))
+
+
+def test_the_comparisons_clips_can_find_their_windows_in_noise_too(clips, tmp_path):
+    from ser_edge.training.comparison import Task, _example
+
+    task = Task("t", "t", "within", ["angry", "sad"], clips)
+    cache = FeatureCache(FeatureConfig.preset("logmel"), root=tmp_path / "cache")
+    clean, babble = _example(task, clips[0], cache), _example(task, clips[0], cache, "babble")
+    assert clean.source.noise is None and babble.source.noise.kind == "babble" and babble.source.talkers
+    found = with_speech_windows([clean, babble], 1.0, 0.5)
+    audio = noisy(load(clips[0].path, RATE), clips[0].path, babble.source.noise, babble.source.talkers)
+    np.testing.assert_array_equal(found[1].windows, speech_windows(audio, cache.config, 1.0, 0.5))

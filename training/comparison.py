@@ -210,16 +210,17 @@ def _extra_examples(task: Task, speakers: set, cache) -> list:
 def _example(task: Task, clip: Clip, cache, noise=None):
     """One clip of the task as an Example (label -1 outside the task's classes), its features
     computed once per process (in `noise` where given: babble of the clip's corpus's clips)."""
-    from ser_edge.training.data import Example, NoiseSpec, babble_talkers
+    from ser_edge.training.data import Example, NoiseSpec, Source, babble_talkers
 
     memo = _STATE.setdefault("features", {})
     key = (str(clip.path), noise, cache.config.to_json())
     if key not in memo:
         spec = NoiseSpec(noise, NOISE_SNR_DB) if noise else None
         talkers = babble_talkers(clip, [c for c in task.clips if c.corpus == clip.corpus]) if noise == "babble" else []
-        memo[key] = cache.features(clip.path, spec, talkers)
+        memo[key] = cache.features(clip.path, spec, talkers), Source(cache, spec, tuple(talkers))
     label = task.labels.index(clip.label) if clip.label in task.labels else -1
-    return Example(memo[key], label, clip.group, clip.path, own=f"{clip.corpus}:{clip.label}")
+    features, source = memo[key]
+    return Example(features, label, clip.group, clip.path, own=f"{clip.corpus}:{clip.label}", source=source)
 
 
 def _in_noise(task: Task, indices: Sequence[int], cache, kind: str, recipe) -> list:
@@ -255,7 +256,6 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
     from ser_edge.training.data import FeatureCache, relative_to_baseline, speaker_baselines
     from ser_edge.training.protocols import fit
     from ser_edge.training.recipes import get_recipe
-    from ser_edge.training.trainer import predict
 
     task: Task = _STATE["tasks"][task_name]
     recipe = get_recipe(recipe_name).derive(train={**_STATE["overrides"], "seed": seed, "device": _STATE["device"]})
@@ -283,12 +283,12 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
     result = fit(train_ex, recipe.model_config(len(task.labels)), recipe.train, augment=augment, always=always_ex,
                  extra=extra_ex)
     test = relative(_examples(task, test_idx, cache))
-    probs = predict(result.model, test)
+    probs = result.predict(test)
     out = _run_record(task, test_idx, probs)
     out.update(system="ser-edge", recipe=recipe_name, seed=seed, best_epoch=result.best_epoch,
                epochs=len(result.history), device=result.device, seconds=round(time.time() - start, 1))
     if task.noise:
-        noisy = {kind: predict(result.model, _in_noise(task, test_idx, cache, kind, recipe)) for kind in NOISE}
+        noisy = {kind: result.predict(_in_noise(task, test_idx, cache, kind, recipe)) for kind in NOISE}
         out["noise"] = {kind: p.argmax(1).tolist() for kind, p in noisy.items()}
         out["noise_probabilities"] = {kind: np.round(p, 4).tolist() for kind, p in noisy.items()}
     return out

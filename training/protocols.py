@@ -30,7 +30,7 @@ from ser_edge.training.splits import (
     leave_one_speaker_out,
     validation_split,
 )
-from ser_edge.training.trainer import TrainConfig, TrainResult, predict, train_model
+from ser_edge.training.trainer import TrainConfig, TrainResult, train_model
 
 __all__ = ["Outcome", "adaptation", "fit", "training_split", "within_corpus", "zero_shot"]
 
@@ -201,7 +201,7 @@ def within_corpus(examples: Sequence[Example], labels: Sequence[str], model_conf
         fold = Outcome(list(labels))
         fold.histories.append(result.history)
         test = [examples[i] for i in test_idx]
-        fold.add(test, predict(result.model, test))
+        fold.add(test, result.predict(test))
         for name, noisy_examples in (noisy or {}).items():
             noisy_test = [noisy_examples[i] for i in test_idx]
             if [e.path for e in noisy_test] != [e.path for e in test]:
@@ -214,7 +214,7 @@ def within_corpus(examples: Sequence[Example], labels: Sequence[str], model_conf
 
 
 def _predict(result: TrainResult, examples: Sequence[Example]) -> np.ndarray:
-    return predict(result.model, examples).argmax(axis=1)
+    return result.predict(examples).argmax(axis=1)
 
 
 def zero_shot(source: Sequence[Example], target: Sequence[Example], labels: Sequence[str],
@@ -224,7 +224,7 @@ def zero_shot(source: Sequence[Example], target: Sequence[Example], labels: Sequ
     result = fit(source, model_config, train_config, log, augment=augment)
     outcome = Outcome(list(labels))
     outcome.histories.append(result.history)
-    outcome.add(target, predict(result.model, target))
+    outcome.add(target, result.predict(target))
     return outcome
 
 
@@ -265,7 +265,7 @@ def adaptation(source: Sequence[Example], target: Sequence[Example], labels: Seq
             config = replace(train_config, seed=train_config.seed + draw)
             result = fit(source, model_config, config, log, augment=augment, always=added)
             outcome.histories.append(result.history)
-            outcome.add(test, predict(result.model, test))
+            outcome.add(test, result.predict(test))
             counts = np.bincount([e.label for e in added], minlength=len(labels))
             outcome.training_clips.append({label: int(n) for label, n in zip(labels, counts)})
         outcomes[name] = outcome

@@ -136,6 +136,16 @@ class TrainResult:
     best_epoch: int = 0
     device: str = "cpu"
     interrupted: bool = False  # stopped by Ctrl-C / SIGTERM: the best epoch so far is kept
+    windows: tuple[float, ...] = ()  # TrainConfig.windows it was trained with
+
+    def predict(self, examples: Sequence[Example], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities [n, classes] of each example as the model is used: whole clips,
+        or, trained on the runtime's windows, the mean over each clip's speech windows."""
+        if not self.windows:
+            return predict(self.model, examples, batch_size)
+        from ser_edge.training.data import with_speech_windows
+
+        return windowed_predict(self.model, with_speech_windows(examples, *self.windows), batch_size)
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -358,7 +368,7 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
     val_loss_fn = nn.CrossEntropyLoss()
     pool = _balanced_subset(train, rng) if config.balance == "undersample" else np.arange(len(train))
 
-    result = TrainResult(model=model, device=str(device))
+    result = TrainResult(model=model, device=str(device), windows=config.windows)
     best, best_state, waited = math.inf, None, 0
     try:
         for epoch in range(1, config.max_epochs + 1):

@@ -133,7 +133,7 @@ def test_training_batches_are_speech_windows_and_clips_without_any_are_whole():
     cuts = {0: set(), 1: set(), 2: set()}
     rng = np.random.default_rng(0)
     for _ in range(20):
-        for x, lengths, _ in _batches(examples, np.arange(3), 3, torch.device("cpu"), crop=-1, rng=rng):
+        for x, lengths, _ in _batches(examples, np.arange(3), 3, torch.device("cpu"), rng=rng, windows=True):
             for i, e in enumerate(examples):
                 n = int(lengths[i])
                 matches = [a for a, b in (e.windows if e.windows is not None and len(e.windows) else [(0, len(e.features))])

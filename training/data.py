@@ -139,11 +139,11 @@ class FeatureCache:
         from ser_edge.stream import VadConfig, speech_windows
 
         try:
-            features = self._key(path, noise, talkers, speed)
+            feature_file = self._key(path, noise, talkers, speed)
         except OSError as err:
             raise AudioError(f"cannot read {str(path)!r}: {err.strerror or err}") from err
         vad = VadConfig()
-        digest = hashlib.sha1(f"{features.stem}|{window_s!r}|{hop_s!r}|{vad!r}".encode()).hexdigest()
+        digest = hashlib.sha1(f"{feature_file.stem}|{window_s!r}|{hop_s!r}|{vad!r}".encode()).hexdigest()
         target = self.root / digest[:2] / f"{digest}.windows.npy"
         if target.exists():
             return np.load(target)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ser_edge.training.data import Example
+from ser_edge.training.data import Example, with_speech_windows
 from ser_edge.training.metrics import report
 from ser_edge.training.model import BiLstmAttention, ModelConfig, SpecAugment
 
@@ -143,8 +143,6 @@ class TrainResult:
         or, trained on the runtime's windows, the mean over each clip's speech windows."""
         if not self.windows:
             return predict(self.model, examples, batch_size)
-        from ser_edge.training.data import with_speech_windows
-
         return windowed_predict(self.model, with_speech_windows(examples, *self.windows), batch_size)
 
 
@@ -178,9 +176,10 @@ def _bucketed(examples: Sequence[Example], order: np.ndarray, batch_size: int,
 
 def _batches(examples: Sequence[Example], order: np.ndarray, batch_size: int, device: torch.device,
              batches: Optional[list[np.ndarray]] = None, crop: int = 0,
-             rng: Optional[np.random.Generator] = None):
+             rng: Optional[np.random.Generator] = None, windows: bool = False):
     """(features, lengths, labels) per batch; `crop` > 0 cuts longer clips to that many frames
-    at a random start, `crop` < 0 cuts each clip to one of its speech windows at random."""
+    at a random start; `windows` cuts each clip to one of its speech windows (Example.windows)
+    at random, a clip without any kept whole."""
     if batches is None:
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     for batch in batches:
@@ -189,7 +188,7 @@ def _batches(examples: Sequence[Example], order: np.ndarray, batch_size: int, de
         if crop > 0:
             feats = [f if len(f) <= crop else f[(s := int(rng.integers(len(f) - crop + 1))) : s + crop]
                      for f in feats]
-        elif crop < 0:  # one of each clip's speech windows (TrainConfig.windows)
+        elif windows:
             feats = [e.features if e.windows is None or not len(e.windows)
                      else e.features[slice(*e.windows[int(rng.integers(len(e.windows)))])] for e in items]
         lengths = torch.tensor([len(f) for f in feats], dtype=torch.int64)
@@ -316,8 +315,6 @@ def train_model(train: Sequence[Example], val: Sequence[Example], model_config: 
     if not train or not val:
         raise ValueError("training needs non-empty training and validation sets")
     if config.windows:
-        from ser_edge.training.data import with_speech_windows
-
         train, val = (with_speech_windows(part, *config.windows) for part in (train, val))
     seed_everything(config.seed)
     device = select_device(config.device)
@@ -379,9 +376,8 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
             total, n = 0.0, 0
             with _progress(progress) as bar:
                 task = bar.add_task(f"epoch {epoch} of {config.max_epochs}", total=len(batches)) if bar else None
-                crop = -1 if config.windows else config.crop_frames
                 for b, (x, lengths, y) in enumerate(_batches(train, order, config.batch_size, device, batches,
-                                                             crop, rng)):
+                                                             config.crop_frames, rng, bool(config.windows))):
                     optimiser.zero_grad()
                     logits, _, context, (h, steps) = model(x, lengths, return_context=True, return_steps=True)
                     items = [train[i] for i in batches[b]]

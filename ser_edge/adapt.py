@@ -331,6 +331,7 @@ def write_adapted(base, head: Head, labels: Sequence[str], out: str | os.PathLik
     meta["ser_edge.labels"] = json.dumps(list(labels))
     meta["ser_edge.adapted"] = json.dumps(adapted)
     meta.pop("ser_edge.temperature", None)  # the base's calibration belonged to its own output layer
+    meta["ser_edge.decision"] = "windows"  # the head was fitted on window embeddings: decide as it was fitted
     set_metadata(model, meta)
     onnx.checker.check_model(model)
     out = Path(out)
@@ -364,7 +365,7 @@ def embed_clips(base_path: Path, base, clips: Sequence[LabelledClip], threads: i
         path = Path(tmp) / base_path.name
         onnx.save(embedding_model(base), str(path))
         recorder = _EmbeddingRecorder(path, threads)
-    recognizer = Recognizer(recorder)
+    recognizer = Recognizer(recorder, decision="windows")  # one embedding per window, nothing else
     out = Embedded([], [])
     for i, clip in enumerate(clips):
         recorder.embeddings = []

@@ -123,6 +123,18 @@ _MIN_CONFIDENCE = typer.Option(0.0, min=0.0, max=1.0, help="Label a file, window
                                 "its most likely class has a lower probability than this (0: off). The "
                                 "probabilities are written unchanged.")
 
+_DECISION = typer.Option(None, help="How a speech segment is decided: segment (one pass of the model over the "
+                                    "whole segment with 0.3 s of audio either side) or windows (the mean of its "
+                                    "analysis windows). Default: the model's (segment; windows for a model made "
+                                    "by `adapt`).")
+
+
+def _check_decision(decision: Optional[str]) -> None:
+    from ser_edge.stream import DECISIONS
+
+    if decision is not None and decision not in DECISIONS:
+        raise typer.BadParameter(f"choose one of {', '.join(DECISIONS)}, not {decision!r}", param_hint="--decision")
+
 
 @contextlib.contextmanager
 def _model_errors():
@@ -160,6 +172,7 @@ def score(
     resume: bool = typer.Option(False, help="Skip files that already have a row in --output and append the rest."),
     model: Optional[Path] = typer.Option(None, help="An exported ser-edge model (default: the bundled one)."),
     provider: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    decision: Optional[str] = _DECISION,
     min_confidence: float = _MIN_CONFIDENCE,
 ) -> None:
     """Label the emotion of every file: one row per file (label, per-class probabilities, duration).
@@ -179,6 +192,7 @@ def score(
 
     if engine not in ENGINES:
         raise typer.BadParameter(f"choose one of {', '.join(ENGINES)}, not {engine!r}", param_hint="--engine")
+    _check_decision(decision)
     if not paths and manifest is None:
         raise typer.BadParameter("give audio files or folders, or --manifest FILE", param_hint="PATHS")
     if resume and output is None:
@@ -231,10 +245,12 @@ def score(
                 # Ray prints its workers' failures to sys.stdout, which may be carrying the rows.
                 stack.enter_context(contextlib.redirect_stdout(sys.stderr))
                 with _ray_errors(engine_errors):
-                    pool = stack.enter_context(RayPool(jobs, str(model) if model else None, provider, ray_address))
+                    pool = stack.enter_context(RayPool(jobs, str(model) if model else None, provider, ray_address,
+                                                             decision))
                 results = pool.score(todo, windows, n_todo)
             else:
-                results = score_files(todo, jobs or default_jobs(), str(model) if model else None, provider, windows)
+                results = score_files(todo, jobs or default_jobs(), str(model) if model else None, provider, windows,
+                                      decision)
             stack.callback(results.close)
             try:
                 if output:
@@ -326,6 +342,7 @@ def listen(
     provider: str = typer.Option("cpu", help="cpu, cuda or auto."),
     window_s: Optional[float] = typer.Option(None, help="Analysis window in seconds (default: the model's)."),
     hop_s: Optional[float] = typer.Option(None, help="Hop between windows in seconds (default: the model's)."),
+    decision: Optional[str] = _DECISION,
     min_confidence: float = _MIN_CONFIDENCE,
 ) -> None:
     """Classify the emotion of live speech from the microphone.
@@ -336,6 +353,7 @@ def listen(
     """
     import queue
 
+    _check_decision(decision)
     sd = _sounddevice()
     if list_devices:
         inputs = [(i, d) for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
@@ -365,7 +383,7 @@ def listen(
     events, latest = [], {}
     with _model_errors():
         stream = StreamRecognizer(str(model) if model else None, window_s=window_s, hop_s=hop_s, provider=provider,
-                                  on_window=lambda w: latest.update(window=w))
+                                  on_window=lambda w: latest.update(window=w), decision=decision)
 
     def on_events(new) -> None:
         for e in new:

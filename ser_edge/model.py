@@ -122,6 +122,12 @@ class OnnxModel:
             raise ModelError(f"{str(self.path)!r} has invalid ser-edge metadata: {err}") from err
         if self.adapted is not None and not isinstance(self.adapted, dict):
             raise ModelError(f"{str(self.path)!r} has invalid ser-edge metadata: ser_edge.adapted is not an object")
+        #: How the runtime decides a speech segment with this model (see ser_edge.stream.DECISIONS):
+        #: "segment" unless the model says otherwise (an adapted model's head was fitted on windows).
+        self.decision: str = meta.get("ser_edge.decision", "segment")
+        if self.decision not in ("segment", "windows"):
+            raise ModelError(f"{str(self.path)!r} has invalid ser-edge metadata: ser_edge.decision is "
+                             f"{self.decision!r}, expected 'segment' or 'windows'")
         active = self._session.get_providers()[0]
         self.info = {
             "path": str(self.path),
@@ -137,6 +143,7 @@ class OnnxModel:
             "training": self.training,
             "adapted": self.adapted,
             "temperature": self.temperature,
+            "decision": self.decision,
         }
         if provider == "auto" and not use_cuda:
             self.info["note"] = "auto: no CUDA provider in this onnxruntime, running on CPU"

@@ -51,10 +51,11 @@ def require_ray() -> Any:
 class Scorer:
     """The state of one Ray actor: a recognizer loaded once, then batches of files scored with it."""
 
-    def __init__(self, model: Optional[str], provider: str, cwd: str, crash_marker: Optional[str] = None) -> None:
+    def __init__(self, model: Optional[str], provider: str, cwd: str, crash_marker: Optional[str] = None,
+                 decision: Optional[str] = None) -> None:
         with contextlib.suppress(OSError):
             os.chdir(cwd)  # relative paths, and the paths in error messages, read as on the driver
-        init_worker(model, provider)
+        init_worker(model, provider, decision)
         self._crash_marker = crash_marker
 
     def ready(self) -> bool:
@@ -90,8 +91,9 @@ class RayPool:
     worker every time gets an error row.
     """
 
-    def __init__(self, jobs: int, model: Optional[str], provider: str, address: Optional[str] = None) -> None:
-        self.jobs, self.model, self.provider, self.address = jobs, model, provider, address
+    def __init__(self, jobs: int, model: Optional[str], provider: str, address: Optional[str] = None,
+                 decision: Optional[str] = None) -> None:
+        self.jobs, self.model, self.provider, self.address, self.decision = jobs, model, provider, address, decision
         self._actors: list = []
         self._refs: list[list] = []  # per actor: the batches it was sent that may still be unfinished
         self._owned = False
@@ -118,7 +120,8 @@ class RayPool:
             actor = ray.remote(Scorer).options(num_cpus=1, num_gpus=1 if self.provider == "cuda" else 0,
                                                max_restarts=-1, max_task_retries=RETRIES)
             crash_marker = os.environ.get(CRASH_ONCE_ENV)
-            self._actors = [actor.remote(self.model, self.provider, os.getcwd(), crash_marker) for _ in range(n)]
+            self._actors = [actor.remote(self.model, self.provider, os.getcwd(), crash_marker, self.decision)
+                            for _ in range(n)]
             self._refs = [[] for _ in self._actors]
             ray.get([a.ready.remote() for a in self._actors])
         except ray.exceptions.RayActorError as err:

@@ -11,15 +11,16 @@ import numpy.typing as npt
 
 from ser_edge.audio import read
 from ser_edge.model import OnnxModel
-from ser_edge.stream import Event, StreamRecognizer, VadConfig, Window, summarise
+from ser_edge.stream import Event, StreamRecognizer, VadConfig, Window, as_probabilities, summarise
 
 __all__ = ["Prediction", "Recognizer"]
 
 
 @dataclass
 class Prediction:
-    """A recording's label (None when no speech was found), the mean probabilities of all
-    its speech windows, the windows themselves and the speech segments (events)."""
+    """A recording's label (None when no speech was found) and probabilities: its speech
+    segments' decisions averaged, weighted by their durations (with decision="windows", the
+    mean of all its speech windows); the windows themselves and the segments (events)."""
 
     label: Optional[str]
     probabilities: dict[str, float]
@@ -33,13 +34,16 @@ class Recognizer:
 
     provider: "cpu", "cuda" or "auto"; threads: CPU threads for ONNX Runtime.
     window_s / hop_s: analysis windows in seconds (default: the model's).
+    decision / context_s: how each speech segment is decided (see `StreamRecognizer`).
     """
 
     def __init__(self, model: Optional[OnnxModel | str | os.PathLike[str]] = None, provider: str = "cpu",
                  threads: Optional[int] = None, window_s: Optional[float] = None, hop_s: Optional[float] = None,
-                 vad: VadConfig = VadConfig()) -> None:
+                 vad: VadConfig = VadConfig(), decision: Optional[str] = None, context_s: float = 0.3) -> None:
         self.model = model if isinstance(model, OnnxModel) else OnnxModel(model, provider=provider, threads=threads)
-        self._stream = StreamRecognizer(self.model, window_s=window_s, hop_s=hop_s, vad=vad)
+        self._stream = StreamRecognizer(self.model, window_s=window_s, hop_s=hop_s, vad=vad, decision=decision,
+                                        context_s=context_s)
+        self.decision = self._stream.decision
 
     @property
     def info(self) -> dict:
@@ -51,9 +55,15 @@ class Recognizer:
         events = self._stream.push(samples, sample_rate) + self._stream.close()  # push mixes to mono
         duration_s = np.shape(samples)[0] / sample_rate
         windows = [w for e in events for w in e.windows]
-        if not windows:
+        if not events:
             return Prediction(None, {}, duration_s, [], events)
-        label, probabilities = summarise(windows, self.model.labels)
+        if self.decision == "windows":
+            label, probabilities = summarise(windows, self.model.labels)
+        else:
+            labels = self.model.labels
+            p = np.average([[e.probabilities[k] for k in labels] for e in events], axis=0,
+                           weights=[e.end_s - e.start_s for e in events])
+            label, probabilities = labels[int(p.argmax())], as_probabilities(labels, p)
         return Prediction(label, probabilities, duration_s, windows, events)
 
     def predict_file(self, path: str | os.PathLike[str]) -> Prediction:

@@ -98,7 +98,7 @@ class _Worker:
 _worker = _Worker()
 
 
-def init_worker(model: Optional[str], provider: str) -> None:
+def init_worker(model: Optional[str], provider: str, decision: Optional[str] = None) -> None:
     """Per-process set-up: one recognizer, one ONNX Runtime thread (processes give the parallelism).
     Workers ignore Ctrl-C: the main process handles it once, for all of them."""
     import signal
@@ -107,7 +107,7 @@ def init_worker(model: Optional[str], provider: str) -> None:
 
     if mp_child():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker.recognizer = Recognizer(model, provider=provider, threads=1)
+    _worker.recognizer = Recognizer(model, provider=provider, threads=1, decision=decision)
 
 
 def score_one(path: Path, windows: bool = False) -> list[dict]:
@@ -212,17 +212,17 @@ POOL_CHUNK_PER_JOB = 64
 
 
 def score_files(files: Iterable[Path], jobs: int, model: Optional[str], provider: str,
-                windows: bool) -> Iterator[list[dict]]:
+                windows: bool, decision: Optional[str] = None) -> Iterator[list[dict]]:
     """Rows per file, in the order of `files` (read lazily), computed by `jobs` processes."""
     if jobs <= 1:
-        init_worker(model, provider)
+        init_worker(model, provider, decision)
         for f in files:
             yield score_one(f, windows)
         return
     import multiprocessing as mp
     from functools import partial
 
-    with mp.get_context("spawn").Pool(jobs, initializer=init_worker, initargs=(model, provider)) as pool:
+    with mp.get_context("spawn").Pool(jobs, initializer=init_worker, initargs=(model, provider, decision)) as pool:
         for chunk in batched(files, POOL_CHUNK_PER_JOB * jobs):
             yield from pool.imap(partial(score_one, windows=windows), chunk, chunksize=1)
 

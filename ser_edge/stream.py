@@ -8,6 +8,7 @@ scored offline and pushed in arbitrary chunks gives the same windows and posteri
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -18,7 +19,12 @@ from ser_edge.audio import StreamResampler, to_mono
 from ser_edge.features import FeatureConfig, FeatureStream
 from ser_edge.model import OnnxModel
 
-__all__ = ["Event", "StreamRecognizer", "VadConfig", "Window", "speech_windows"]
+__all__ = ["DECISIONS", "Event", "StreamRecognizer", "VadConfig", "Window", "speech_windows"]
+
+#: How a speech segment is decided: "segment", one pass of the model over the whole segment
+#: with `context_s` of the audio around it (the condition the models are trained in: whole
+#: utterances with their lead-in and tail); "windows", the mean of its analysis windows.
+DECISIONS = ("segment", "windows")
 
 
 @dataclass(frozen=True)
@@ -65,13 +71,17 @@ class Window:
 
 @dataclass
 class Event:
-    """The decision for one speech segment: the mean of its windows' probabilities."""
+    """The decision for one speech segment (`start_s` to `end_s`): with the "segment" decision,
+    one pass of the model over the segment and the context around it (`scored_from_s` to
+    `scored_to_s`); with "windows", the mean of its windows' probabilities."""
 
     start_s: float
     end_s: float
     label: str
     probabilities: dict[str, float]
     windows: list[Window] = field(repr=False)
+    scored_from_s: Optional[float] = None
+    scored_to_s: Optional[float] = None
 
 
 def as_probabilities(labels: list[str], p: np.ndarray) -> dict[str, float]:
@@ -137,18 +147,32 @@ class StreamRecognizer:
     push() takes chunks of any size at any sample rate (resampled statefully); an energy
     gate with an adaptive noise floor and hang-over finds speech; every `hop_s` seconds of
     speech a `window_s`-second window is scored (a segment shorter than a window is scored
-    whole); when a segment ends, an Event with its decision is passed to `on_event` and
-    returned from push() or close(). `on_window` receives each Window as it is scored.
-    Memory is bounded: at most one segment (max_segment_s) of features is held.
+    whole) and passed to `on_window` (live displays). When a segment ends, an Event with
+    its decision is passed to `on_event` and returned from push() or close().
+
+    decision="segment": the segment is decided by one pass of the model over it with
+    `context_s` seconds of the audio before it (kept in a bounded buffer) and after it
+    (taken from the gate's hang-over, which is already buffered, so the decision comes no
+    later; the context after is at most `vad.hangover_s`), clipped to the stream.
+    decision="windows": the mean of the segment's windows' probabilities. None (default):
+    what the model asks for (`OnnxModel.decision`: "segment" unless its metadata says
+    otherwise, as an adapted model's does).
+    Memory is bounded: at most one segment (max_segment_s) and its context of features are held.
     """
 
     def __init__(self, model: Optional[OnnxModel | str] = None, on_event: Optional[Callable[[Event], None]] = None,
                  on_window: Optional[Callable[[Window], None]] = None, window_s: Optional[float] = None,
                  hop_s: Optional[float] = None, vad: VadConfig = VadConfig(), provider: str = "cpu",
-                 threads: Optional[int] = None) -> None:
+                 threads: Optional[int] = None, decision: Optional[str] = None, context_s: float = 0.3) -> None:
+        if decision is not None and decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}; got {decision!r}")
+        if not context_s >= 0:
+            raise ValueError(f"context_s must be >= 0 seconds, got {context_s}")
         self.model = (model if isinstance(model, (OnnxModel, _WindowLog))
                       else OnnxModel(model, provider=provider, threads=threads))
+        decision = decision or self.model.decision
         self.on_event, self.on_window, self.vad = on_event, on_window, vad
+        self.decision, self.context_s = decision, float(context_s)
         config = self.model.feature_config
         self._rate = config.sample_rate
         self._hop_s = config.hop_s
@@ -160,6 +184,7 @@ class StreamRecognizer:
         self._W, self._H = frames(self.window_s), frames(self.hop_s)
         self._hangover, self._min_speech = frames(vad.hangover_s), frames(vad.min_speech_s)
         self._max_segment = max(frames(vad.max_segment_s), self._W)
+        self._context = int(round(self.context_s / self._hop_s)) if decision == "segment" else 0
         self._rise = vad.floor_rise_db_per_s * self._hop_s
         self.reset()
 
@@ -174,6 +199,8 @@ class StreamRecognizer:
         self._last_loud = -(10**9)     # frame index of the last frame above the gate
         self._segment: Optional[list[np.ndarray]] = None
         self._segment_start = 0
+        self._recent: deque[np.ndarray] = deque(maxlen=self._context)  # the frames before a segment
+        self._before: list[np.ndarray] = []  # the open segment's context before it
         self._next_window = 0          # offset in the segment of the next window's start
         self._windows: list[Window] = []
         self._closed = False
@@ -233,9 +260,12 @@ class StreamRecognizer:
         events: list[Event] = []
         if self._segment is None:
             if not loud:
+                self._recent.append(f)
                 return events
             self._segment, self._segment_start, self._next_window, self._windows = [], i, 0, []
+            self._before = list(self._recent)
         self._segment.append(f)
+        self._recent.append(f)
         while len(self._segment) - self._next_window >= self._W:
             self._score(self._next_window, self._next_window + self._W)
             self._next_window += self._H
@@ -262,14 +292,23 @@ class StreamRecognizer:
         if segment_len >= self._min_speech:
             if not self._windows:
                 self._score(0, segment_len)
-            label, probabilities = summarise(self._windows, self.model.labels)
-            event = Event(self._segment_start * self._hop_s,
-                          (self._segment_start + segment_len - 1) * self._hop_s + self.model.feature_config.frame_s,
-                          label, probabilities, self._windows)
+            start = self._segment_start * self._hop_s
+            end = (self._segment_start + segment_len - 1) * self._hop_s + self.model.feature_config.frame_s
+            if self.decision == "windows":
+                label, probabilities = summarise(self._windows, self.model.labels)
+                event = Event(start, end, label, probabilities, self._windows)
+            else:
+                after = min(len(self._segment), segment_len + self._context)
+                probs, _ = self.model.score(np.asarray(self._before + self._segment[:after]))
+                first = self._segment_start - len(self._before)
+                event = Event(start, end, self.model.labels[int(probs.argmax())],
+                              as_probabilities(self.model.labels, probs), self._windows,
+                              first * self._hop_s,
+                              (self._segment_start + after - 1) * self._hop_s + self.model.feature_config.frame_s)
             if self.on_event:
                 self.on_event(event)
             events.append(event)
-        self._segment, self._windows = None, []
+        self._segment, self._windows, self._before = None, [], []
         return events
 
 
@@ -277,6 +316,7 @@ class _WindowLog:
     """Stands in for a model in a StreamRecognizer that only finds the windows it would score."""
 
     labels = ["speech"]
+    decision = "windows"
 
     def __init__(self, feature_config: FeatureConfig, window_s: float, hop_s: float) -> None:
         self.feature_config, self.window_s, self.hop_s = feature_config, window_s, hop_s
@@ -297,7 +337,8 @@ def speech_windows(samples: npt.ArrayLike, feature_config: FeatureConfig, window
     def record(window: Window) -> None:
         spans.append((int(round(window.start_s / hop)), int(round((window.end_s - frame) / hop)) + 1))
 
-    stream = StreamRecognizer(_WindowLog(feature_config, window_s, hop_s), on_window=record, vad=vad)
+    stream = StreamRecognizer(_WindowLog(feature_config, window_s, hop_s), on_window=record, vad=vad,
+                              decision="windows")
     stream.push(np.asarray(samples, np.float32), feature_config.sample_rate)
     stream.close()
     return np.array(spans, np.int64).reshape(-1, 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,6 +44,29 @@ def test_tempering_averages_the_windows_after_scaling():
     expected = np.mean([np.array([0.7, 0.3]) ** 0.5 / (0.7**0.5 + 0.3**0.5),
                         np.array([0.2, 0.8]) ** 0.5 / (0.2**0.5 + 0.8**0.5)], axis=0)
     np.testing.assert_allclose(tempered(windows, 2.0), expected)
+
+
+def test_segments_are_weighted_by_duration_after_scaling():
+    segments, weights = np.array([[0.7, 0.3], [0.2, 0.8]]), np.array([3.0, 1.0])
+    scaled = [np.array(p) ** 0.5 / np.sum(np.array(p) ** 0.5) for p in segments]
+    np.testing.assert_allclose(tempered(segments, 2.0, weights), 0.75 * scaled[0] + 0.25 * scaled[1])
+
+
+def test_the_calibrated_parts_of_a_recording_are_what_the_recognizer_averages():
+    """clip_parts + tempered(T = 1) reproduce Recognizer's probabilities, for either decision."""
+    from ser_edge.audio import load
+    from ser_edge.recognizer import Recognizer
+    from ser_edge.training.calibration import clip_parts
+
+    x = load(Path(__file__).resolve().parents[1] / "examples" / "demo.wav")
+    for decision in ("segment", "windows"):
+        rec = Recognizer(decision=decision)
+        p = rec.predict(x, 16000)
+        parts, weights = clip_parts(p, rec.model.labels, rec.decision)
+        assert len(parts) == (len(p.events) if decision == "segment" else len(p.windows))
+        np.testing.assert_allclose(tempered(parts, 1.0, weights), [p.probabilities[k] for k in rec.model.labels],
+                                   atol=1e-6)
+    assert clip_parts(Recognizer().predict(np.zeros(16000, np.float32), 16000), ["a"], "segment") is None
 
 
 def test_the_temperature_goes_into_the_graph_and_replaces_an_earlier_one(tmp_path):

@@ -69,7 +69,8 @@ def test_noise_sweep_on_real_held_out_recordings(tmp_path):
 def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path, monkeypatch, capsys):
     """`bundle --rescore` (after a runtime change): every held-out row gets the labels its fold's
     fp32 and int8 models give now through Recognizer; the card's held-out table and the model's
-    training metadata are rewritten, the rest of the card kept; the folds are those of
+    training metadata are rewritten with the words saying how they were scored, the rest of the
+    card kept; the folds are those of
     card_scores.json; without a finished build, or with a card that has no such table, it exits 2
     saying what is missing and writes nothing."""
     for corpus in ("urdu", "emodb-2s", "ravdess"):
@@ -92,7 +93,7 @@ def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path,
     (models / "card_scores.json").write_text(stale_scores)
     shutil.copyfile(DEFAULT_MODEL, models / "default.int8.onnx")
     table = bundle.QUALITY_HEADER + "\n|---|\n| stale |\n\nint8 and fp32 ...\nPer-class recall (int8): {}.\n"
-    card = "# card\n\n## How good\n\n" + table + "\nkept text\n"
+    card = "# card\n\n" + bundle.QUALITY_SECTION + "\nProtocol: stale words.\n\n" + table + "\nkept text\n"
     monkeypatch.setattr(bundle, "_calibrate_and_test_in_noise", lambda args: None)
     argv = ["--urdu", str(DATA_DIR / "urdu"), "--emodb", str(DATA_DIR / "emodb-2s"), "--ravdess",
             str(DATA_DIR / "ravdess"), "--work", str(work), "--models", str(models), "--rescore"]
@@ -100,7 +101,7 @@ def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path,
     assert "MODEL_CARD.md is missing" in capsys.readouterr().err
     (models / "MODEL_CARD.md").write_text("# a card without the table\n")
     assert bundle.main(argv) == 2
-    assert "no held-out table" in capsys.readouterr().err
+    assert "no held-out section" in capsys.readouterr().err
     (models / "MODEL_CARD.md").write_text(card)
     assert bundle.main(argv) == 2  # no fold models
     assert "folds [2]" in capsys.readouterr().err and (models / "card_scores.json").read_text() == stale_scores
@@ -116,7 +117,10 @@ def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path,
     assert OnnxModel(models / "default.int8.onnx").training["uar_int8"] == {"emodb": round(uar, 4)}
     new_card = (models / "MODEL_CARD.md").read_text()
     assert "stale" not in new_card and f"| {100 * uar:.1f} |" in new_card
-    assert new_card.startswith("# card\n\n## How good\n\n") and new_card.endswith("\n\nkept text\n")
+    assert new_card.startswith("# card\n\n" + bundle.QUALITY_SECTION + "\nProtocol: joint: ")
+    assert new_card.endswith("\n\nkept text\n")
+    assert bundle.SHIPPED_PATH in new_card.replace("\n", " ")  # the words say how the figures were scored
+    assert saved["summary"]["protocol"].startswith("joint: ") and "context" in saved["summary"]["protocol"]
 
 
 def test_the_bundle_command_refuses_a_bad_ensemble_size_before_any_work(tmp_path, capsys):

@@ -115,8 +115,10 @@ def test_any_rate_and_channel_count(model, demo):
 # Tolerances per class probability. At 5x the log features shift by a constant, which the
 # graph removes: only int8 activation scaling rounds differently. At 0.05x (-26 dB) a 16-bit
 # recording's quantisation noise falls under the feature definition's 1e-10 power floor,
-# so the quietest bins no longer shift with the gain: measured up to 0.024.
-GAIN_TOLERANCE = {0.05: 0.03, 5.0: 0.005}
+# so the quietest bins no longer shift with the gain: measured up to 0.024. A segment's
+# pass includes 0.3 s of context, which can hold digital silence (EmoDB 2-s's zero
+# padding): its frames sit at the power floor at every gain, measured up to 0.0062 at 5x.
+GAIN_TOLERANCE = {0.05: 0.03, 5.0: 0.01}
 
 
 @pytest.mark.parametrize("gain", sorted(GAIN_TOLERANCE))

@@ -229,3 +229,24 @@ def test_min_confidence_labels_unsure_rows_uncertain_and_keeps_their_probabiliti
         assert now["label"] == ("uncertain" if p < threshold else before["label"])
         assert {k: v for k, v in now.items() if k != "label"} == {k: v for k, v in before.items() if k != "label"}
     assert any(r["label"] == "uncertain" for r in after) and any(r["label"] != "uncertain" for r in after)
+
+
+def test_decision_option_picks_how_segments_are_decided(tmp_path):
+    from ser_edge.recognizer import Recognizer
+
+    x, rate = sf.read(DEMO, dtype="float32")
+    for decision in ("segment", "windows"):
+        out = tmp_path / f"{decision}.csv"
+        result = runner.invoke(app, ["score", str(DEMO), "-o", str(out), "--jobs", "2", "--decision", decision])
+        assert result.exit_code == 0, result.output
+        (row,) = _csv(out.read_text())
+        expected = Recognizer(decision=decision).predict(x, rate)
+        assert row["label"] == expected.label
+        for k, v in expected.probabilities.items():
+            assert float(row[f"p_{k}"]) == pytest.approx(v, abs=1e-4)
+    default = tmp_path / "default.csv"
+    assert runner.invoke(app, ["score", str(DEMO), "-o", str(default), "--jobs", "1"]).exit_code == 0
+    assert default.read_text() == (tmp_path / "segment.csv").read_text()
+    assert (tmp_path / "windows.csv").read_text() != default.read_text()
+    bad = runner.invoke(app, ["score", str(DEMO), "--decision", "median"])
+    assert bad.exit_code == 2 and "choose one of segment, windows" in bad.output

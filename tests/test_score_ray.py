@@ -100,6 +100,15 @@ def test_a_manifest_gives_the_same_rows_on_ray(cluster, demo_folder, tmp_path):
     assert [Path(r["path"]).name for r in csv.DictReader(io.StringIO(local.read_text()))] == names
 
 
+def test_the_decision_option_reaches_the_ray_workers(cluster, demo_folder, tmp_path):
+    local, distributed, default = tmp_path / "local.csv", tmp_path / "ray.csv", tmp_path / "default.csv"
+    _score(str(demo_folder), "--decision", "windows", "-o", str(local))
+    result = _score(str(demo_folder), "--decision", "windows", "-o", str(distributed), engine="ray")
+    assert result.exit_code == 1, result.output  # the bad files failed
+    _score(str(demo_folder), "-o", str(default), engine="ray")
+    assert distributed.read_text() == local.read_text() != default.read_text()
+
+
 def test_a_worker_killed_mid_run_costs_no_rows(cluster, demo_folder, tmp_path, monkeypatch):
     marker = tmp_path / "crashed"
     monkeypatch.setenv(CRASH_ONCE_ENV, str(marker))  # the first actor to score a file then exits

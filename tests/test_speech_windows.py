@@ -42,7 +42,7 @@ def test_speech_windows_are_the_windows_the_stream_scores():
     model.score = lambda features: (seen.append(np.array(features)), score(features))[1]  # type: ignore[method-assign]
     for samples in (load(DEMO, RATE), _utterance()):
         seen.clear()
-        stream = StreamRecognizer(model)
+        stream = StreamRecognizer(model, decision="windows")  # the model scores windows only
         stream.push(samples, RATE)
         stream.close()
         spans = speech_windows(samples, model.feature_config, model.window_s, model.hop_s)

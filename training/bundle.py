@@ -7,8 +7,8 @@
    shared classes, speaker-grouped folds whose test parts hold every speaker but the
    development ones (the joint protocol of the comparison); each fold's model is exported
    and quantised like the shipped one, and its held-out recordings are scored by
-   `ser_edge.Recognizer` (voice-activity gate, 2 s windows every 0.5 s, mean of the
-   windows) with fp32 and int8, and, for reference, as whole clips by torch. Per-clip
+   `ser_edge.Recognizer` (voice-activity gate, each speech segment decided by one pass over
+   it with 0.3 s of context) with fp32 and int8, and, for reference, as whole clips by torch. Per-clip
    scores are written to ser_edge/models/card_scores.json.
 2. Then the shipped model: trained on all clips (a speaker-disjoint validation part for
    early stopping), exported, quantised to int8 and copied into ser_edge/models/ with
@@ -81,6 +81,32 @@ def _score_shipped_path(work: Path, fold: int, rows: list[dict], clips) -> None:
                 row["windows"] = len(p.windows)
 
 
+#: How `Recognizer` scores a recording by default (the card says so where it gives its figures).
+SHIPPED_PATH = ("the voice-activity gate, each speech segment decided by one pass of the model over it with 0.3 s "
+                "of the audio before and after, the segments' probabilities weighted by their durations")
+
+
+def _protocol(folds: int) -> str:
+    return (f"joint: the three corpora pooled on 4 classes, {folds} speaker-grouped folds over the non-development "
+            "speakers, scored through Recognizer (each speech segment in one pass, with 0.3 s of context)")
+
+
+def _quality_intro(protocol: str, dev: str) -> str:
+    """The card's words before its held-out table: the protocol and the path that scored it."""
+    return f"""Protocol: {protocol}. Each fold's model is trained with the recipe below on the other
+speakers (the development speakers, {dev}, always train and are never tested), exported and
+quantised like the shipped one; each held-out recording is then scored by `Recognizer` as a user
+would score it: {SHIPPED_PATH}. A
+recording with no speech found counts as wrong. UAR = mean per-class recall, in %; chance is 25.
+Per-clip results: `card_scores.json` beside this card.
+
+"""
+
+
+def _development_text(corpora) -> str:
+    return "; ".join(f"{TITLES[c]} {', '.join(sorted(DEVELOPMENT_SPEAKERS[c]))}" for c in sorted(corpora))
+
+
 def _held_out_scores(rows: list[dict], labels: list[str]) -> tuple[dict, float]:
     """Per corpus and scoring path, the metrics of the held-out rows; fp32/int8 label agreement."""
     def report(corpus: str, key: str) -> dict:
@@ -128,6 +154,7 @@ def _kept_fold(work: Path, fold: int, key: str) -> Optional[list[dict]]:
     return saved["rows"]
 
 
+QUALITY_SECTION = "## How good it is (honestly measured, through the shipped path)"
 QUALITY_HEADER = ("| held-out speakers of | clips | UAR torch, whole clip | UAR fp32, shipped path | "
                   "UAR int8, shipped path | WA int8 | macro-F1 int8 | no speech found |")
 
@@ -168,12 +195,12 @@ def rescore(args: argparse.Namespace) -> int:
             return fail(f"--rescore needs a finished build; {path} is missing (run the bundle command without "
                         "--rescore first)")
     card = card_path.read_text()
-    start = card.find(QUALITY_HEADER)
-    last = card.find("Per-class recall (int8):", start) if start >= 0 else -1
+    start = card.find("Protocol: ", card.find(QUALITY_SECTION))
+    last = card.find("Per-class recall (int8):", card.find(QUALITY_HEADER, start)) if start >= 0 else -1
     end = card.find("\n", last) if last >= 0 else -1
-    if end < 0:
-        return fail(f"{card_path} has no held-out table written by this command (its header and its "
-                    "'Per-class recall (int8):' line); rebuild it without --rescore")
+    if QUALITY_SECTION not in card or card.find(QUALITY_HEADER, start) < 0 or end < 0:
+        return fail(f"{card_path} has no held-out section written by this command (its heading, table header "
+                    "and 'Per-class recall (int8):' line); rebuild it without --rescore")
     corpora = read_corpora({"urdu": args.urdu, "emodb": args.emodb, "ravdess": args.ravdess}, args.recipe)
     try:
         rows, by_id = held_out_clips(card_scores, corpora)
@@ -193,10 +220,12 @@ def rescore(args: argparse.Namespace) -> int:
     summary = {"uar_int8": {c: round(s["int8"]["uar"], 4) for c, s in scores.items()},
                "uar_fp32": {c: round(s["fp32"]["uar"], 4) for c, s in scores.items()},
                "int8_fp32_agreement": round(agreement, 4)}
+    summary["protocol"] = _protocol(len(folds))
     saved["summary"].update(summary)
     saved.update({"scores": scores, "clips": rows})
     card_scores.write_text(json.dumps(saved, indent=1) + "\n")
-    card_path.write_text(card[:start] + _quality_table(rows, scores, agreement) + card[end:])
+    intro = _quality_intro(summary["protocol"], _development_text(corpora))
+    card_path.write_text(card[:start] + intro + _quality_table(rows, scores, agreement) + card[end:])
     _update_training_metadata(args.models / "default.int8.onnx", summary)
     _calibrate_and_test_in_noise(args)
     print(card_path.read_text())
@@ -307,8 +336,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = {
         "corpora": {c: {"clips": sum(counts[c].values()), "speakers": speakers[c], "per_class": dict(counts[c])}
                     for c in sorted(corpora)},
-        "protocol": f"joint: the three corpora pooled on 4 classes, {len(folds)} speaker-grouped folds over the "
-                    "non-development speakers, scored through Recognizer (2 s windows every 0.5 s over speech)",
+        "protocol": _protocol(len(folds)),
         "uar_int8": {c: round(s["int8"]["uar"], 4) for c, s in scores.items()},
         "uar_fp32": {c: round(s["fp32"]["uar"], 4) for c, s in scores.items()},
         "int8_fp32_agreement": round(agreement, 4),
@@ -327,7 +355,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"- {LICENCES[c]}: {summary['corpora'][c]['clips']} clips of {', '.join(labels)} "
         f"({', '.join(f'{k} {v}' for k, v in sorted(counts[c].items()))}), {speakers[c]} speakers."
         for c in sorted(corpora))
-    dev = "; ".join(f"{TITLES[c]} {', '.join(sorted(DEVELOPMENT_SPEAKERS[c]))}" for c in sorted(corpora))
     members_text = "; ".join(
         f"{'model ' + str(k + 1) + ' ' if len(results) > 1 else ''}(seed {args.seed + k}) trained on {len(tr)} clips "
         f"and validated on {len(va)} (other speakers for each seed), best epoch {r.best_epoch} of {len(r.history)} run"
@@ -337,7 +364,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 `default.int8.onnx` ({int8.stat().st_size / 1e6:.2f} MB; the fp32 export is {fp32.stat().st_size / 1e6:.2f} MB):
 {"an ensemble of " + str(len(results)) + " Bi-LSTMs with attention (probabilities averaged in one graph)" if len(results) > 1 else "a Bi-LSTM with attention"} trained with the `{args.recipe}` recipe (below) on {config.dim} values
 per 25 ms frame every 10 ms at 16 kHz; classes {', '.join(labels)}. int8 by onnxruntime dynamic
-quantisation (DynamicQuantizeLSTM, MatMulInteger). Analysis windows of 2.0 s every 0.5 s over speech.
+quantisation (DynamicQuantizeLSTM, MatMulInteger). Each speech segment is decided by one pass over it
+with 0.3 s of context; live displays also get a 2.0 s window every 0.5 s of speech.
 
 ## Data and licences
 {data_lines}
@@ -346,15 +374,8 @@ This model inherits the most restrictive of these licences: **research and non-c
 only**; do not ship it in a commercial product. Train your own with `ser-edge train` on data you
 may use.
 
-## How good it is (honestly measured, through the shipped path)
-Protocol: {summary['protocol']}. Each fold's model is trained with the recipe below on the other
-speakers (the development speakers, {dev}, always train and are never tested), exported and
-quantised like the shipped one; each held-out recording is then scored by `Recognizer` as a user
-would score it: the voice-activity gate, 2 s windows every 0.5 s, the mean of the windows. A
-recording with no speech window counts as wrong. UAR = mean per-class recall, in %; chance is 25.
-Per-clip results: `card_scores.json` beside this card.
-
-{_quality_table(rows, scores, agreement)}
+{QUALITY_SECTION}
+{_quality_intro(summary['protocol'], _development_text(corpora))}{_quality_table(rows, scores, agreement)}
 
 These figures are far from what large speech models reach, and natural speech from other
 speakers, languages and microphones will do worse: expect confusions, especially between

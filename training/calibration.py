@@ -5,9 +5,10 @@
 
 The bundle command leaves each cross-validation fold's int8 model in build/default-model/
 and the fold of every held-out clip in ser_edge/models/card_scores.json. Each held-out
-clip is scored by its fold's model through the shipped path (voice-activity gate, 2 s
-windows every 0.5 s); a clip's probabilities are the mean of its windows' softmax(logits /
-T), exactly what `Recognizer` computes once the temperature T is in the graph.
+clip is scored by its fold's model through the shipped path (voice-activity gate, each
+speech segment decided by one pass over it with its context); a clip's probabilities are
+the mean of its segments' softmax(logits / T), weighted by their durations, exactly what
+`Recognizer` computes once the temperature T is in the graph.
 
 - Held-out estimate (cross-fitted): for each fold, T is fitted (negative log-likelihood)
   on the *other* folds' clips and applied to this fold's; expected calibration error (ECE,
@@ -27,25 +28,41 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["ece", "fit_temperature", "fold_recognizers", "held_out_clips", "set_temperature", "tempered"]
+__all__ = ["clip_parts", "ece", "fit_temperature", "fold_recognizers", "held_out_clips", "set_temperature",
+           "tempered"]
 
 
-def tempered(windows: np.ndarray, temperature: float) -> np.ndarray:
-    """Clip probabilities: the mean over windows [n, k] of softmax(log p / T)."""
-    z = np.log(np.clip(windows, 1e-12, 1.0)) / temperature
+def tempered(parts: np.ndarray, temperature: float, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """Clip probabilities: the mean over a clip's parts [n, k] (its segments' or windows'
+    probabilities) of softmax(log p / T), weighted by `weights` [n] (equal by default)."""
+    z = np.log(np.clip(parts, 1e-12, 1.0)) / temperature
     z -= z.max(1, keepdims=True)
     p = np.exp(z)
-    return (p / p.sum(1, keepdims=True)).mean(0)
+    return np.average(p / p.sum(1, keepdims=True), axis=0, weights=weights)
+
+
+def clip_parts(prediction, labels: Sequence[str], decision: str) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """What `Recognizer` averages into a recording's probabilities ([n, k] probabilities and
+    [n] weights): its segments' decisions weighted by duration, or with decision="windows"
+    its windows, equally; None when it found no speech."""
+    if not prediction.events:
+        return None
+    if decision == "windows":
+        parts = np.array([[w.probabilities[lab] for lab in labels] for w in prediction.windows])
+        return parts, np.ones(len(parts))
+    return (np.array([[e.probabilities[lab] for lab in labels] for e in prediction.events]),
+            np.array([e.end_s - e.start_s for e in prediction.events]))
 
 
 def fit_temperature(clips: Sequence[np.ndarray], labels: Sequence[int], low: float = 0.05,
-                    high: float = 20.0) -> float:
+                    high: float = 20.0, weights: Optional[Sequence[np.ndarray]] = None) -> float:
     """The T minimising the clips' negative log-likelihood (a grid over log T, then golden
-    section around its best point)."""
+    section around its best point); `weights`: each clip's parts' weights (see `tempered`)."""
+    weights = list(weights) if weights is not None else [None] * len(clips)
 
     def nll(log_t: float) -> float:
         t = float(np.exp(log_t))
-        return -float(np.mean([np.log(max(tempered(w, t)[y], 1e-12)) for w, y in zip(clips, labels)]))
+        return -float(np.mean([np.log(max(tempered(w, t, v)[y], 1e-12)) for w, v, y in zip(clips, weights, labels)]))
 
     grid = np.linspace(np.log(low), np.log(high), 41)
     values = [nll(g) for g in grid]
@@ -184,26 +201,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rows, by_id = held_out_clips(args.models / "card_scores.json", corpora)
     except ValueError as err:
         parser.error(str(err))
-    windows: list[Optional[np.ndarray]] = [None] * len(rows)
+    scored: list[Optional[tuple[np.ndarray, np.ndarray]]] = [None] * len(rows)
     for rec, held_out in fold_recognizers(args.work, rows):
         for i in held_out:
-            p = rec.predict_file(by_id[rows[i]["clip"]].path)
-            if p.windows:
-                windows[i] = np.array([[w.probabilities[lab] for lab in labels] for w in p.windows])
-    keep = [i for i, w in enumerate(windows) if w is not None]  # clips without speech have no probabilities
+            scored[i] = clip_parts(rec.predict_file(by_id[rows[i]["clip"]].path), labels, rec.decision)
+    keep = [i for i, s in enumerate(scored) if s is not None]  # clips without speech have no probabilities
     y = np.array([labels.index(rows[i]["true"]) for i in keep])
     folds = np.array([rows[i]["fold"] for i in keep])
-    w = [windows[i] for i in keep]
-    before = np.array([tempered(x, 1.0) for x in w])
+    w = [scored[i][0] for i in keep]
+    v = [scored[i][1] for i in keep]
+    before = np.array([tempered(x, 1.0, u) for x, u in zip(w, v)])
     after = np.zeros_like(before)
     per_fold = {}
     for fold in sorted(set(folds)):
         others = np.flatnonzero(folds != fold)
-        t = fit_temperature([w[j] for j in others], y[others])
+        t = fit_temperature([w[j] for j in others], y[others], weights=[v[j] for j in others])
         per_fold[int(fold)] = t
         for j in np.flatnonzero(folds == fold):
-            after[j] = tempered(w[j], t)
-    shipped_t = fit_temperature(w, y)
+            after[j] = tempered(w[j], t, v[j])
+    shipped_t = fit_temperature(w, y, weights=v)
     ece_before, table_before = ece(before, y)
     ece_after, table_after = ece(after, y)
     by_corpus = {}
@@ -248,15 +264,15 @@ def section(result: dict) -> str:
                      f"{100 * v['uar_after']:.1f} |" for c, v in result["by_corpus"].items())
     return f"""
 The graph divides its logits by a temperature T = {result['temperature']:.3f}, fitted on the
-held-out clips of the {len(result['fold_temperatures'])} folds above (negative log-likelihood of each clip's mean of its
-windows' probabilities), so that its probabilities, and `--min-confidence`, come closer to
+held-out clips of the {len(result['fold_temperatures'])} folds above (negative log-likelihood of each clip's
+probabilities: its speech segments' decisions weighted by duration), so that its probabilities, and `--min-confidence`, come closer to
 how often it is right; the gain is small where the model was already close, and it is not
 the same for every corpus (below). Held-out effect, cross-fitted (each fold's T fitted on the other folds:
 {', '.join(f'{t:.2f}' for t in result['fold_temperatures'].values())}), {result['clips']} clips with speech:
 expected calibration error (top label, 10 bins) {100 * result['ece_before']:.1f} % before and
 {100 * result['ece_after']:.1f} % after; negative log-likelihood {result['nll_before']:.3f} → {result['nll_after']:.3f};
-UAR {100 * result['uar_before']:.1f} → {100 * result['uar_after']:.1f} (the mean over windows of tempered
-probabilities can change a clip's label).
+UAR {100 * result['uar_before']:.1f} → {100 * result['uar_after']:.1f} (the weighted mean of several segments'
+tempered probabilities can change a clip's label).
 
 | held-out speakers of | ECE before % | ECE after % | UAR before | UAR after |
 |---|---:|---:|---:|---:|

@@ -1,0 +1,162 @@
+"""How the runtime decides a speech segment: one pass of the model over the segment with
+context around it (the default), or the mean of its windows; streaming equals offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ser_edge.audio import load
+from ser_edge.features import extract
+from ser_edge.model import ModelError, OnnxModel
+from ser_edge.recognizer import Recognizer
+from ser_edge.stream import StreamRecognizer, VadConfig
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.wav"
+RATE = 16000
+HOP = 0.01
+
+
+def _voice(seconds: float, f0: float = 150.0, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    return (0.1 * x + 1e-4 * np.random.default_rng(seed).standard_normal(len(t))).astype(np.float32)
+
+
+def _quiet(seconds: float, seed: int = 1) -> np.ndarray:
+    return (1e-4 * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+def _two_segments() -> np.ndarray:
+    """Silence, 2.6 s of voice, a pause, 0.8 s of voice, silence."""
+    return np.concatenate([_quiet(0.5), _voice(2.6), _quiet(0.8, 2), _voice(0.8, 200.0, 3), _quiet(0.5, 4)])
+
+
+@pytest.fixture(scope="module")
+def model() -> OnnxModel:
+    return OnnxModel()
+
+
+def _frame(seconds: float) -> int:
+    return int(round(seconds / HOP))
+
+
+def _span(event, model) -> tuple[int, int]:
+    """The frames [a, b) of the stream's one-shot features that the event's pass scored."""
+    return _frame(event.scored_from_s), _frame(event.scored_to_s - model.feature_config.frame_s) + 1
+
+
+@pytest.mark.parametrize("which", ["demo", "two segments"])
+def test_a_segment_is_one_pass_over_it_and_its_context(model, which):
+    samples = load(DEMO, RATE) if which == "demo" else _two_segments()
+    features = extract(samples, model.feature_config)
+    events = Recognizer(model).predict(samples, RATE).events
+    assert len(events) >= 1 and (which == "demo" or len(events) == 2)
+    for e in events:
+        a, b = _frame(e.start_s), _frame(e.end_s - model.feature_config.frame_s) + 1
+        # 0.3 s before and after, clipped to the stream (the gate's hang-over holds the 0.3 s after)
+        assert (_frame(e.scored_from_s), _span(e, model)[1]) == (max(0, a - 30), min(len(features), b + 30))
+        p, _ = model.score(features[slice(*_span(e, model))])
+        np.testing.assert_allclose([e.probabilities[k] for k in model.labels], p, atol=1e-6)
+        assert e.label == model.labels[int(p.argmax())]
+        assert e.windows  # the windows are still scored, for live displays
+
+
+def test_context_can_be_changed_or_switched_off(model):
+    samples = _two_segments()
+    features = extract(samples, model.feature_config)
+    for context_s, frames in ((0.0, 0), (0.1, 10)):
+        for e in Recognizer(model, context_s=context_s).predict(samples, RATE).events:
+            a, b = _frame(e.start_s), _frame(e.end_s - model.feature_config.frame_s) + 1
+            assert _span(e, model) == (a - frames, b + frames)
+            p, _ = model.score(features[a - frames:b + frames])
+            np.testing.assert_allclose([e.probabilities[k] for k in model.labels], p, atol=1e-6)
+
+
+def test_the_context_before_is_clipped_to_the_start_of_the_stream(model):
+    samples = np.concatenate([_quiet(0.1), _voice(1.5), _quiet(1.0)])
+    (event,) = Recognizer(model).predict(samples, RATE).events
+    assert 0 < event.start_s < 0.3 and event.scored_from_s == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_streaming_in_random_chunks_gives_the_offline_decisions(model, seed):
+    samples = _two_segments()
+    offline = Recognizer(model).predict(samples, RATE)
+    rng = np.random.default_rng(seed)
+    stream, events, at = StreamRecognizer(model), [], 0
+    while at < len(samples):
+        n = int(rng.integers(1, 4000))
+        events += stream.push(samples[at:at + n], RATE)
+        at += n
+    events += stream.close()
+    assert [(e.start_s, e.end_s, e.scored_from_s, e.scored_to_s, e.label) for e in events] == \
+        [(e.start_s, e.end_s, e.scored_from_s, e.scored_to_s, e.label) for e in offline.events]
+    for a, b in zip(events, offline.events):
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+
+
+def test_the_decision_comes_as_soon_as_with_windows(model):
+    """The context after a segment is its hang-over, already buffered: no later event."""
+    samples = _two_segments()
+    when = {}
+    for decision in ("segment", "windows"):
+        stream = StreamRecognizer(model, decision=decision)
+        when[decision] = [i for i, at in enumerate(range(0, len(samples), 160))
+                          for _ in stream.push(samples[at:at + 160], RATE)]
+    assert when["segment"] == when["windows"] and len(when["segment"]) == 2
+
+
+def test_a_recording_is_its_segments_weighted_by_duration(model):
+    samples = _two_segments()
+    p = Recognizer(model).predict(samples, RATE)
+    durations = [e.end_s - e.start_s for e in p.events]
+    expected = np.average([[e.probabilities[k] for k in model.labels] for e in p.events], axis=0, weights=durations)
+    np.testing.assert_allclose([p.probabilities[k] for k in model.labels], expected, atol=1e-9)
+    assert p.label == model.labels[int(expected.argmax())]
+
+
+def test_the_windows_decision_is_the_mean_of_the_windows(model):
+    samples = _two_segments()
+    p = Recognizer(model, decision="windows").predict(samples, RATE)
+    mean = np.mean([[w.probabilities[k] for k in model.labels] for w in p.windows], axis=0)
+    np.testing.assert_allclose([p.probabilities[k] for k in model.labels], mean, atol=1e-9)
+    for e in p.events:
+        assert e.scored_from_s is None and e.scored_to_s is None
+        np.testing.assert_allclose([e.probabilities[k] for k in model.labels],
+                                   np.mean([[w.probabilities[k] for k in model.labels] for w in e.windows], axis=0))
+
+
+def test_the_model_says_how_it_is_decided(model, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from ser_edge.model import set_metadata
+
+    assert model.decision == "segment" and model.info["decision"] == "segment"
+    graph = onnx.load(str(model.path))
+    meta = {p.key: p.value for p in graph.metadata_props}
+    for value, ok in (("windows", True), ("median", False)):
+        set_metadata(graph, {**meta, "ser_edge.decision": value})
+        path = tmp_path / f"{value}.onnx"
+        onnx.save(graph, str(path))
+        if ok:
+            assert Recognizer(path).decision == "windows"
+            assert StreamRecognizer(path, decision="segment").decision == "segment"  # asked for explicitly
+        else:
+            with pytest.raises(ModelError, match="ser_edge.decision"):
+                OnnxModel(path)
+
+
+def test_bad_options_are_refused(model):
+    with pytest.raises(ValueError, match="decision must be one of segment, windows"):
+        StreamRecognizer(model, decision="median")
+    with pytest.raises(ValueError, match="context_s must be >= 0"):
+        Recognizer(model, context_s=-0.1)
+
+
+def test_the_context_buffer_stays_bounded_in_silence(model):
+    stream = StreamRecognizer(model, vad=VadConfig())
+    for _ in range(50):
+        stream.push(_quiet(1.0), RATE)
+    assert len(stream._recent) == 30 and not stream.in_speech

@@ -7,7 +7,9 @@ and each of its windows gives one embedding. A multinomial logistic regression (
 class-balanced, every clip weighing the same whatever its number of windows) is fitted on
 them with numpy, and written into the base graph in place of the old output layer: the
 result is one ordinary ser-edge ONNX file with the new labels, the same features, windows
-and checks, and the window embeddings still available as an output.
+and checks, and the window embeddings still available as an output. Its metadata asks the
+runtime to decide each segment by the mean of its windows (`decision` "windows"), as the
+head was fitted; the base's own figures are its shipped decision (a pass over each segment).
 
     from ser_edge.adapt import adapt, read_labelled
     clips = read_labelled("my-clips/")          # one sub-folder per label, or a CSV manifest
@@ -365,10 +367,14 @@ def embed_clips(base_path: Path, base, clips: Sequence[LabelledClip], threads: i
         path = Path(tmp) / base_path.name
         onnx.save(embedding_model(base), str(path))
         recorder = _EmbeddingRecorder(path, threads)
-    recognizer = Recognizer(recorder, decision="windows")  # one embedding per window, nothing else
+    windows: list[np.ndarray] = []
+    # The base decides as it ships (its own decision: a pass over each segment); the window
+    # just scored is the recorder's last embedding when the stream reports the window.
+    recognizer = Recognizer(recorder, on_window=lambda w: windows.append(recorder.embeddings[-1]))
     out = Embedded([], [])
     for i, clip in enumerate(clips):
         recorder.embeddings = []
+        windows.clear()
         try:
             prediction = recognizer.predict_file(clip.path)
         except AudioError as err:
@@ -380,7 +386,7 @@ def embed_clips(base_path: Path, base, clips: Sequence[LabelledClip], threads: i
         if prediction is not None and not prediction.windows:
             out.problems[i] = "no speech found"
         ok = i not in out.problems
-        out.embeddings.append(np.stack(recorder.embeddings) if ok else None)
+        out.embeddings.append(np.stack(windows) if ok else None)
         out.base_labels.append(prediction.label if ok else None)
         if progress:
             progress(i + 1)

@@ -780,7 +780,7 @@ def export(
 ) -> None:
     """Export a trained checkpoint to ONNX (fp32 and int8) with ser-edge metadata."""
     _require_training()
-    from ser_edge.training.export import export_onnx, load_checkpoint, quantise_int8
+    from ser_edge.training.export import decision_for, export_onnx, load_checkpoint, quantise_int8
 
     if not checkpoint.is_file():
         raise typer.BadParameter(f"{checkpoint} does not exist", param_hint="CHECKPOINT")
@@ -790,7 +790,8 @@ def export(
         raise typer.BadParameter(f"{checkpoint} is not a ser-edge checkpoint ({err})", param_hint="CHECKPOINT") from err
     training = {"corpora": meta.get("corpora", []), "best_epoch": meta.get("best_epoch")}
     fp32 = export_onnx(model, FeatureConfig.from_json(meta["feature_config"]), meta["labels"], out,
-                       window_s=window_s, hop_s=hop_s, training=training)
+                       window_s=window_s, hop_s=hop_s, training=training,
+                       decision=decision_for(meta.get("recipe", {}).get("train", {})))
     Console().print(f"wrote {fp32} ({fp32.stat().st_size / 1e6:.2f} MB)")
     if int8:
         q = quantise_int8(fp32, fp32.with_suffix(".int8.onnx"))

@@ -123,8 +123,9 @@ class OnnxModel:
         if self.adapted is not None and not isinstance(self.adapted, dict):
             raise ModelError(f"{str(self.path)!r} has invalid ser-edge metadata: ser_edge.adapted is not an object")
         #: How the runtime decides a speech segment with this model (see ser_edge.stream.DECISIONS):
-        #: "segment" unless the model says otherwise (an adapted model's head was fitted on windows).
-        self.decision: str = meta.get("ser_edge.decision", "segment")
+        #: "segment" unless the model says otherwise. An adapted model's head was fitted on
+        #: windows (those adapted before models said so have no key, hence the default).
+        self.decision: str = meta.get("ser_edge.decision", "windows" if self.adapted is not None else "segment")
         if self.decision not in ("segment", "windows"):
             raise ModelError(f"{str(self.path)!r} has invalid ser-edge metadata: ser_edge.decision is "
                              f"{self.decision!r}, expected 'segment' or 'windows'")
@@ -159,6 +160,6 @@ class OnnxModel:
                                          "lengths": np.asarray(lengths, np.int64)})
 
     def score(self, features: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Probabilities [classes] and attention [time] of one window of features [time, dim]."""
+        """Probabilities [classes] and attention [time] of one stretch of features [time, dim] (a window or a segment)."""
         p, a = self.run(features[None], np.array([len(features)], np.int64))
         return p[0], a[0]

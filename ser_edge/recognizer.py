@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import numpy.typing as npt
 
 from ser_edge.audio import read
 from ser_edge.model import OnnxModel
-from ser_edge.stream import Event, StreamRecognizer, VadConfig, Window, as_probabilities, summarise
+from ser_edge.stream import CONTEXT_S, Event, StreamRecognizer, VadConfig, Window, as_probabilities, summarise
 
 __all__ = ["Prediction", "Recognizer"]
 
@@ -35,14 +35,16 @@ class Recognizer:
     provider: "cpu", "cuda" or "auto"; threads: CPU threads for ONNX Runtime.
     window_s / hop_s: analysis windows in seconds (default: the model's).
     decision / context_s: how each speech segment is decided (see `StreamRecognizer`).
+    on_window: called with each analysis window as it is scored.
     """
 
     def __init__(self, model: Optional[OnnxModel | str | os.PathLike[str]] = None, provider: str = "cpu",
                  threads: Optional[int] = None, window_s: Optional[float] = None, hop_s: Optional[float] = None,
-                 vad: VadConfig = VadConfig(), decision: Optional[str] = None, context_s: float = 0.3) -> None:
+                 vad: VadConfig = VadConfig(), decision: Optional[str] = None, context_s: float = CONTEXT_S,
+                 on_window: Optional[Callable[[Window], None]] = None) -> None:
         self.model = model if isinstance(model, OnnxModel) else OnnxModel(model, provider=provider, threads=threads)
         self._stream = StreamRecognizer(self.model, window_s=window_s, hop_s=hop_s, vad=vad, decision=decision,
-                                        context_s=context_s)
+                                        context_s=context_s, on_window=on_window)
         self.decision = self._stream.decision
 
     @property

@@ -3,7 +3,7 @@
 The streaming state lives here, in one place: the resampler, the feature stream, the
 voice-activity gate, and the features of the current speech segment. Offline scoring
 (`ser_edge.recognizer.Recognizer`) pushes a whole file through this same path, so a file
-scored offline and pushed in arbitrary chunks gives the same windows and posteriors.
+scored offline and pushed in arbitrary chunks gives the same windows, events and posteriors.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from ser_edge.audio import StreamResampler, to_mono
 from ser_edge.features import FeatureConfig, FeatureStream
 from ser_edge.model import OnnxModel
 
-__all__ = ["DECISIONS", "Event", "StreamRecognizer", "VadConfig", "Window", "speech_windows"]
+__all__ = ["CONTEXT_S", "DECISIONS", "Event", "StreamRecognizer", "VadConfig", "Window", "speech_windows"]
 
 #: How a speech segment is decided: "segment", one pass of the model over the whole segment
 #: with `context_s` of the audio around it (the condition the models are trained in: whole
 #: utterances with their lead-in and tail); "windows", the mean of its analysis windows.
 DECISIONS = ("segment", "windows")
+#: Seconds of audio before and after a segment that its one pass includes (by default).
+CONTEXT_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,9 @@ class StreamRecognizer:
     decision="segment": the segment is decided by one pass of the model over it with
     `context_s` seconds of the audio before it (kept in a bounded buffer) and after it
     (taken from the gate's hang-over, which is already buffered, so the decision comes no
-    later; the context after is at most `vad.hangover_s`), clipped to the stream.
+    later; the context after is at most `vad.hangover_s`), clipped to the stream; a segment
+    cut at `vad.max_segment_s` has no context after it, and the piece that follows has the
+    end of the one before as its context before.
     decision="windows": the mean of the segment's windows' probabilities. None (default):
     what the model asks for (`OnnxModel.decision`: "segment" unless its metadata says
     otherwise, as an adapted model's does).
@@ -163,14 +167,15 @@ class StreamRecognizer:
     def __init__(self, model: Optional[OnnxModel | str] = None, on_event: Optional[Callable[[Event], None]] = None,
                  on_window: Optional[Callable[[Window], None]] = None, window_s: Optional[float] = None,
                  hop_s: Optional[float] = None, vad: VadConfig = VadConfig(), provider: str = "cpu",
-                 threads: Optional[int] = None, decision: Optional[str] = None, context_s: float = 0.3) -> None:
+                 threads: Optional[int] = None, decision: Optional[str] = None,
+                 context_s: float = CONTEXT_S) -> None:
         if decision is not None and decision not in DECISIONS:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}; got {decision!r}")
-        if not context_s >= 0:
-            raise ValueError(f"context_s must be >= 0 seconds, got {context_s}")
+        if not 0 <= context_s < float("inf"):
+            raise ValueError(f"context_s must be a finite number of seconds >= 0, got {context_s}")
         self.model = (model if isinstance(model, (OnnxModel, _WindowLog))
                       else OnnxModel(model, provider=provider, threads=threads))
-        decision = decision or self.model.decision
+        decision = decision or getattr(self.model, "decision", "segment")
         self.on_event, self.on_window, self.vad = on_event, on_window, vad
         self.decision, self.context_s = decision, float(context_s)
         config = self.model.feature_config

@@ -349,3 +349,20 @@ def test_the_k_shot_base_model_is_trained_again_when_the_default_recipe_changed(
     made_with.unlink()  # made before the recipe was recorded
     with pytest.raises(Trained):
         kshot.base_model("urdu", {}, tmp_path, 1)
+
+
+def test_each_window_gives_one_embedding_and_the_base_label_is_the_shipped_decision(low_high):
+    """The head is fitted on window embeddings only (not the pass over each segment), while the
+    base's own label is what it gives as it ships (the segment decision)."""
+    import onnx
+
+    from ser_edge.adapt import embed_clips, read_labelled
+    from ser_edge.model import DEFAULT_MODEL
+
+    clips = read_labelled(low_high)[:3]
+    embedded = embed_clips(DEFAULT_MODEL, onnx.load(str(DEFAULT_MODEL)), clips)
+    base = Recognizer(DEFAULT_MODEL, threads=1)
+    assert base.decision == "segment"
+    for clip, vectors, label in zip(clips, embedded.embeddings, embedded.base_labels):
+        shipped = base.predict_file(clip.path)
+        assert vectors.shape[0] == len(shipped.windows) and label == shipped.label

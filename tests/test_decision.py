@@ -151,8 +151,60 @@ def test_the_model_says_how_it_is_decided(model, tmp_path):
 def test_bad_options_are_refused(model):
     with pytest.raises(ValueError, match="decision must be one of segment, windows"):
         StreamRecognizer(model, decision="median")
-    with pytest.raises(ValueError, match="context_s must be >= 0"):
-        Recognizer(model, context_s=-0.1)
+    for bad in (-0.1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="context_s must be a finite number of seconds >= 0"):
+            Recognizer(model, context_s=bad)
+
+
+def _one_pass(model, features, event):
+    p, _ = model.score(features[slice(*_span(event, model))])
+    return p
+
+
+def test_a_stream_closed_mid_speech_decides_on_what_it_has(model):
+    samples = np.concatenate([_quiet(0.6), _voice(1.6)])  # ends in speech: close() ends the segment
+    stream = StreamRecognizer(model)
+    events = stream.push(samples, RATE)
+    assert events == []
+    (event,) = stream.close()
+    features = extract(samples, model.feature_config)
+    a = _frame(event.start_s)
+    assert _span(event, model) == (a - 30, len(features))  # no context after: the stream ended
+    np.testing.assert_allclose([event.probabilities[k] for k in model.labels], _one_pass(model, features, event),
+                               atol=1e-6)
+
+
+def test_segments_close_together_and_a_segment_cut_at_the_maximum_length(model):
+    # a 0.45 s pause (longer than the 0.3 s hang-over): the second segment's context before
+    # reaches back into the first segment's hang-over
+    samples = np.concatenate([_quiet(0.5), _voice(1.0), _quiet(0.45, 2), _voice(1.0, 200.0, 3), _quiet(0.5, 4)])
+    features = extract(samples, model.feature_config)
+    first, second = Recognizer(model).predict(samples, RATE).events
+    assert _span(second, model)[0] == _frame(second.start_s) - 30 < _span(first, model)[1]
+    for e in (first, second):
+        np.testing.assert_allclose([e.probabilities[k] for k in model.labels], _one_pass(model, features, e),
+                                   atol=1e-6)
+    # 5 s of speech with segments cut at 2 s: the pieces follow each other
+    samples = np.concatenate([_quiet(0.5), _voice(5.0), _quiet(0.6, 2)])
+    features = extract(samples, model.feature_config)
+    pieces = Recognizer(model, vad=VadConfig(max_segment_s=2.0)).predict(samples, RATE).events
+    assert len(pieces) == 3
+    assert _span(pieces[0], model)[1] == _frame(pieces[1].start_s)     # cut: no context after
+    assert _span(pieces[1], model)[0] == _frame(pieces[1].start_s) - 30  # the end of the piece before
+    for e in pieces:
+        np.testing.assert_allclose([e.probabilities[k] for k in model.labels], _one_pass(model, features, e),
+                                   atol=1e-6)
+
+
+def test_an_adapted_model_from_before_models_said_how_defaults_to_windows(model, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from ser_edge.model import set_metadata
+
+    graph = onnx.load(str(model.path))
+    meta = {p.key: p.value for p in graph.metadata_props if p.key != "ser_edge.decision"}
+    set_metadata(graph, {**meta, "ser_edge.adapted": "{}"})
+    onnx.save(graph, str(tmp_path / "old-adapted.onnx"))
+    assert OnnxModel(tmp_path / "old-adapted.onnx").decision == "windows"
 
 
 def test_the_context_buffer_stays_bounded_in_silence(model):

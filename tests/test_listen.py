@@ -73,11 +73,12 @@ def test_listen_labels_a_wav_played_into_the_microphone_as_score_does(virtual_mi
         assert abs((got["end_s"] - got["start_s"]) - (want.end_s - want.start_s)) < 0.2
         # Played through the sound server (its resampler, another sample alignment), the audio is
         # not bit-identical to the file: the probabilities agree closely, and the label where the
-        # offline decision is not a near tie.
+        # offline decision is not a near tie. One pass over a segment moves more with that than
+        # the mean of its windows did: measured up to 0.154 (1 run of 4, the machine loaded).
         for label, p in want.probabilities.items():
-            assert abs(got["probabilities"][label] - p) < 0.15, (got, want.probabilities)
+            assert abs(got["probabilities"][label] - p) < 0.2, (got, want.probabilities)
         top, second = sorted(want.probabilities.values())[-2:][::-1]
-        if top - second > 0.15:
+        if top - second > 0.2:
             assert got["label"] == want.label, (got, want.probabilities)
     assert "input overflows: 0" in err
 

@@ -93,7 +93,8 @@ def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path,
     (models / "card_scores.json").write_text(stale_scores)
     shutil.copyfile(DEFAULT_MODEL, models / "default.int8.onnx")
     table = bundle.QUALITY_HEADER + "\n|---|\n| stale |\n\nint8 and fp32 ...\nPer-class recall (int8): {}.\n"
-    card = "# card\n\n" + bundle.QUALITY_SECTION + "\nProtocol: stale words.\n\n" + table + "\nkept text\n"
+    head = "# card\n\nint8 by dynamic\nquantisation (DynamicQuantizeLSTM, MatMulInteger). Stale words on\nwindows.\n\n"
+    card = head + bundle.QUALITY_SECTION + "\nProtocol: stale words.\n\n" + table + "\nkept text\n"
     monkeypatch.setattr(bundle, "_calibrate_and_test_in_noise", lambda args: None)
     argv = ["--urdu", str(DATA_DIR / "urdu"), "--emodb", str(DATA_DIR / "emodb-2s"), "--ravdess",
             str(DATA_DIR / "ravdess"), "--work", str(work), "--models", str(models), "--rescore"]
@@ -117,9 +118,14 @@ def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path,
     assert OnnxModel(models / "default.int8.onnx").training["uar_int8"] == {"emodb": round(uar, 4)}
     new_card = (models / "MODEL_CARD.md").read_text()
     assert "stale" not in new_card and f"| {100 * uar:.1f} |" in new_card
-    assert new_card.startswith("# card\n\n" + bundle.QUALITY_SECTION + "\nProtocol: joint: ")
+    fresh_head = head.replace("Stale words on\nwindows.", bundle.RUNTIME_SENTENCE)
+    assert new_card.startswith(fresh_head + bundle.QUALITY_SECTION + "\nProtocol: joint: ")
     assert new_card.endswith("\n\nkept text\n")
     assert bundle.SHIPPED_PATH in new_card.replace("\n", " ")  # the words say how the figures were scored
+    from ser_edge.stream import CONTEXT_S
+
+    # ... and they are the runtime's defaults
+    assert Recognizer(DEFAULT_MODEL).decision == "segment" and f"with {CONTEXT_S:g} s of" in bundle.SHIPPED_PATH
     assert saved["summary"]["protocol"].startswith("joint: ") and "context" in saved["summary"]["protocol"]
 
 

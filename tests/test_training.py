@@ -155,6 +155,7 @@ def test_train_and_evaluate_commands_run_end_to_end(tmp_path, monkeypatch):
     from ser_edge import Recognizer
 
     assert Recognizer(tmp_path / "m.int8.onnx", threads=1).info["labels"] == ["angry", "calm"]
+    assert Recognizer(tmp_path / "m.int8.onnx", threads=1).decision == "segment"  # trained on whole clips
 
     result = runner.invoke(app, ["train", str(manifest), "--recipe", "seed", "--epochs", "1",
                                  "-o", str(tmp_path / "seed.pt")])

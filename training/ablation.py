@@ -124,7 +124,7 @@ _row("frame-kd", "multicond", "+ each step of the second LSTM, through a trainin
 # noisy copies; the second round took them out by the narrowest margin of its rule.
 _row("multicond-deltas", "multicond", "+ deltas and delta-deltas (as combo-level)", model={"deltas": 2})
 # Twelfth round: train on what the runtime scores. The bundled model's card scores its held-out
-# clips through the shipped path (speech windows of 2 s every 0.5 s, mean of the windows) well
+# clips through the shipped path (then: speech windows of 2 s every 0.5 s, mean of the windows) well
 # below the same models on whole clips; here each training clip is cut to those very windows.
 _row("multicond-windows", "multicond-deltas", "each epoch every training clip cut to one of the runtime's analysis "
      "windows over its speech (2 s every 0.5 s, the voice-activity gate); validation on the mean of a clip's "

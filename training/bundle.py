@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 import ser_edge
+from ser_edge.stream import CONTEXT_S
 from ser_edge.training.comparison import TITLES, _speaker_folds, clip_id, read_corpora
 from ser_edge.training.corpora import SHARED_LABELS, outside, to_shared
 from ser_edge.training.data import FeatureCache, load_examples
@@ -82,13 +83,18 @@ def _score_shipped_path(work: Path, fold: int, rows: list[dict], clips) -> None:
 
 
 #: How `Recognizer` scores a recording by default (the card says so where it gives its figures).
-SHIPPED_PATH = ("the voice-activity gate, each speech segment decided by one pass of the model over it with 0.3 s "
-                "of the audio before and after, the segments' probabilities weighted by their durations")
+SHIPPED_PATH = (f"the voice-activity gate, each speech segment decided by one pass of the model over it with "
+                f"{CONTEXT_S:g} s of the audio before and after, the segments' probabilities weighted by their "
+                "durations")
+#: What the card says of the runtime after its sizes (`--rescore` rewrites it with the figures).
+RUNTIME_SENTENCE = (f"Each speech segment is decided by one pass over it\nwith {CONTEXT_S:g} s of context; live "
+                    "displays also get a 2.0 s window every 0.5 s of speech.")
+_QUANTISATION = "quantisation (DynamicQuantizeLSTM, MatMulInteger). "
 
 
 def _protocol(folds: int) -> str:
     return (f"joint: the three corpora pooled on 4 classes, {folds} speaker-grouped folds over the non-development "
-            "speakers, scored through Recognizer (each speech segment in one pass, with 0.3 s of context)")
+            f"speakers, scored through Recognizer (each speech segment in one pass, with {CONTEXT_S:g} s of context)")
 
 
 def _quality_intro(protocol: str, dev: str) -> str:
@@ -225,7 +231,13 @@ def rescore(args: argparse.Namespace) -> int:
     saved.update({"scores": scores, "clips": rows})
     card_scores.write_text(json.dumps(saved, indent=1) + "\n")
     intro = _quality_intro(summary["protocol"], _development_text(corpora))
-    card_path.write_text(card[:start] + intro + _quality_table(rows, scores, agreement) + card[end:])
+    card = card[:start] + intro + _quality_table(rows, scores, agreement) + card[end:]
+    at = card.find(_QUANTISATION)
+    if at >= 0:  # the sentence on how the runtime decides, up to the end of its paragraph
+        at += len(_QUANTISATION)
+        stop = card.find("\n\n", at)
+        card = card[:at] + RUNTIME_SENTENCE + card[stop:]
+    card_path.write_text(card)
     _update_training_metadata(args.models / "default.int8.onnx", summary)
     _calibrate_and_test_in_noise(args)
     print(card_path.read_text())
@@ -364,8 +376,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 `default.int8.onnx` ({int8.stat().st_size / 1e6:.2f} MB; the fp32 export is {fp32.stat().st_size / 1e6:.2f} MB):
 {"an ensemble of " + str(len(results)) + " Bi-LSTMs with attention (probabilities averaged in one graph)" if len(results) > 1 else "a Bi-LSTM with attention"} trained with the `{args.recipe}` recipe (below) on {config.dim} values
 per 25 ms frame every 10 ms at 16 kHz; classes {', '.join(labels)}. int8 by onnxruntime dynamic
-quantisation (DynamicQuantizeLSTM, MatMulInteger). Each speech segment is decided by one pass over it
-with 0.3 s of context; live displays also get a 2.0 s window every 0.5 s of speech.
+{_QUANTISATION}{RUNTIME_SENTENCE}
 
 ## Data and licences
 {data_lines}

@@ -50,7 +50,7 @@ def checkpoint_states(model: BiLstmAttention | Ensemble) -> dict:
 
 
 def _metadata(model: BiLstmAttention | Ensemble, feature_config: FeatureConfig, labels: list[str], window_s: float,
-              hop_s: float, training: dict) -> dict[str, str]:
+              hop_s: float, training: dict, decision: str = "segment") -> dict[str, str]:
     return {
         "ser_edge.format": MODEL_FORMAT,
         "ser_edge.labels": json.dumps(labels),
@@ -58,6 +58,7 @@ def _metadata(model: BiLstmAttention | Ensemble, feature_config: FeatureConfig, 
         "ser_edge.feature_dim": str(feature_config.dim),
         "ser_edge.window_s": repr(float(window_s)),
         "ser_edge.hop_s": repr(float(hop_s)),
+        "ser_edge.decision": decision,
         "ser_edge.model_config": json.dumps({**model.config.to_dict(), "ensemble": _members(model)}),
         "ser_edge.training": json.dumps(training, default=str),
         "ser_edge.precision": "fp32",
@@ -88,9 +89,15 @@ class _WithEmbedding(torch.nn.Module):
 
 
 def export_onnx(model: BiLstmAttention | Ensemble, feature_config: FeatureConfig, labels: list[str], out: str | Path,
-                window_s: float = 2.0, hop_s: float = 0.5, training: Optional[dict] = None) -> Path:
+                window_s: float = 2.0, hop_s: float = 0.5, training: Optional[dict] = None,
+                decision: str = "segment") -> Path:
     """Write the fp32 ONNX graph of `model` with ser-edge metadata; returns its path. An
-    ensemble's graph also outputs `embedding`: its members' pooled attention vectors."""
+    ensemble's graph also outputs `embedding`: its members' pooled attention vectors.
+    `decision`: how the runtime should decide a speech segment with it (see
+    `ser_edge.stream.DECISIONS`; "windows" for a model trained on windows or crops, not on
+    whole clips: `decision_for`)."""
+    if decision not in ("segment", "windows"):
+        raise ValueError(f"decision must be 'segment' or 'windows', got {decision!r}")
     if model.config.input_dim != feature_config.dim:
         raise ValueError(f"the model takes {model.config.input_dim} values per frame but the FeatureConfig "
                          f"gives {feature_config.dim}")
@@ -116,8 +123,14 @@ def export_onnx(model: BiLstmAttention | Ensemble, feature_config: FeatureConfig
                           **({"embedding": {0: "batch"}} if ensemble else {})},
             opset_version=OPSET, dynamo=False,
         )
-    _set_metadata(out, _metadata(model, feature_config, labels, window_s, hop_s, training or {}))
+    _set_metadata(out, _metadata(model, feature_config, labels, window_s, hop_s, training or {}, decision))
     return out
+
+
+def decision_for(train: dict) -> str:
+    """The runtime decision that matches how a model was trained (its recipe's `train` fields):
+    "windows" when it learnt from analysis windows or random crops, "segment" from whole clips."""
+    return "windows" if train.get("windows") or train.get("crop_frames") else "segment"
 
 
 def quantise_int8(fp32: str | Path, out: str | Path) -> Path:

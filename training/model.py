@@ -3,7 +3,8 @@
 Everything between the frame features and the first LSTM lives inside the model, so an
 exported graph needs nothing else:
 
-1. normalisation of each analysis window, without look-ahead beyond the window:
+1. normalisation of each input (an analysis window, or a whole speech segment with its
+   context), without look-ahead beyond it:
    "mean" (the seed's) removes each dimension's mean over the window; "level" removes only
    what a gain can change: one scalar per log-spectral block (in the log domain a gain is
    the same shift in every band), so the window's spectral shape is kept;

@@ -8,9 +8,9 @@ and the fold of every held-out clip in ser_edge/models/card_scores.json. Here ea
 recording is mixed with white, pink and babble noise (five other speakers of its corpus) at
 several SNRs (measured over speech, not over pauses: `noise.mix_at_snr`), the same noise as
 the comparison's robustness columns (seed 0), and scored by its fold's model through
-`Recognizer` (voice-activity gate, 2 s windows every 0.5 s, mean of the windows) as a user
-would score a noisy recording. A recording with no speech window counts as wrong, as on the
-card. Writes results/robustness/ROBUSTNESS.md and robustness.json, and the card's "In noise"
+`Recognizer` (voice-activity gate, each speech segment decided by one pass over it with its
+context) as a user would score a noisy recording. A recording with no speech found counts as
+wrong, as on the card. Writes results/robustness/ROBUSTNESS.md and robustness.json, and the card's "In noise"
 section.
 """
 
@@ -117,7 +117,7 @@ def section(result: dict, titles: dict[str, str]) -> str:
     return f"""
 The same held-out recordings and fold models as above, each mixed with white, pink or babble
 noise (five other speakers of its corpus) at the SNRs below, measured over speech, and scored
-through the shipped path (UAR %, int8; a recording with no speech window counts as wrong).{summary}
+through the shipped path (UAR %, int8; a recording with no speech found counts as wrong).{summary}
 
 {header}
 {rule}

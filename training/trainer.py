@@ -46,7 +46,8 @@ class TrainConfig:
     # (window_s, hop_s): train on what the runtime scores. Each epoch every training clip is cut to
     # one of the analysis windows the streaming path scores over its audio (the voice-activity
     # gate's speech, a window_s window every hop_s; Example.windows, found from Example.source),
-    # and validation scores each clip as the runtime does: the mean of its windows' probabilities.
+    # and validation scores each clip as the runtime does with decision="windows" (which export
+    # writes into such a model): the mean of its windows' probabilities.
     # A clip where the gate finds no speech is used whole. () trains on whole clips.
     windows: tuple[float, ...] = ()
     spec_augment: tuple[int, int, int, int] = (0, 0, 0, 0)  # freq masks, max width, time masks, max width
@@ -254,8 +255,9 @@ def _balanced_subset(examples: Sequence[Example], rng: np.random.Generator) -> n
 
 def _evaluate(model, examples, device, batch_size, loss_fn, n_classes, windowed: bool = False
               ) -> tuple[float, float]:
-    """Validation loss and UAR; `windowed`: each clip scored as the runtime does, by the mean of
-    its speech windows' probabilities (the loss is that mean's negative log-likelihood)."""
+    """Validation loss and UAR; `windowed`: each clip scored as the runtime's "windows" decision
+    does, by the mean of its speech windows' probabilities (the loss is that mean's negative
+    log-likelihood)."""
     if windowed:
         p = windowed_predict(model, examples, batch_size)
         true = np.array([e.label for e in examples])

@@ -404,7 +404,12 @@ def listen(
         state = "[green]speech[/green]" if stream.in_speech else "[dim]silence[/dim]"
         shown = shown_label(w.label, w.probabilities.values(), min_confidence) if w else "…"
         title = f"{shown}  |  {state}  |  {stream.seconds:6.1f} s  |  {name}"
-        return Panel(grid, title=title, subtitle="Ctrl-C to stop")
+        subtitle = "Ctrl-C to stop"
+        if events:  # the decision of the last segment (the bars follow the 2 s windows as they come)
+            e = events[-1]
+            said = shown_label(e.label, e.probabilities.values(), min_confidence)
+            subtitle = f"last segment {e.start_s:.1f}-{e.end_s:.1f} s: {said}  |  " + subtitle
+        return Panel(grid, title=title, subtitle=subtitle)
 
     try:
         audio = sd.InputStream(device=spec, samplerate=rate, channels=1, dtype="float32", callback=callback)

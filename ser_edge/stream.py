@@ -19,7 +19,8 @@ from ser_edge.audio import StreamResampler, to_mono
 from ser_edge.features import FeatureConfig, FeatureStream
 from ser_edge.model import OnnxModel
 
-__all__ = ["CONTEXT_S", "DECISIONS", "Event", "StreamRecognizer", "VadConfig", "Window", "speech_windows"]
+__all__ = ["CONTEXT_S", "DECISIONS", "Event", "StreamRecognizer", "VadConfig", "Window", "speech_segments",
+           "speech_windows"]
 
 #: How a speech segment is decided: "segment", one pass of the model over the whole segment
 #: with `context_s` of the audio around it (the condition the models are trained in: whole
@@ -347,3 +348,25 @@ def speech_windows(samples: npt.ArrayLike, feature_config: FeatureConfig, window
     stream.push(np.asarray(samples, np.float32), feature_config.sample_rate)
     stream.close()
     return np.array(spans, np.int64).reshape(-1, 2)
+
+
+def speech_segments(samples: npt.ArrayLike, feature_config: FeatureConfig, context_s: float = CONTEXT_S,
+                    vad: VadConfig = VadConfig()) -> npt.NDArray[np.int64]:
+    """What the streaming path's "segment" decision scores over a recording (mono, at the
+    features' sample rate): [n, 3] rows (start, stop, speech frames) per speech segment, the
+    frame range [start, stop) of its one pass (the segment and its context) into the
+    recording's one-shot features, and the segment's own length in frames (the weight of its
+    decision in the recording's); shape [0, 3] when the gate finds no speech."""
+    rows: list[tuple[int, int, int]] = []
+    hop, frame = feature_config.hop_s, feature_config.frame_s
+
+    def record(event: Event) -> None:
+        rows.append((int(round(event.scored_from_s / hop)), int(round((event.scored_to_s - frame) / hop)) + 1,
+                     int(round((event.end_s - frame) / hop)) + 1 - int(round(event.start_s / hop))))
+
+    # The stand-in's windows are not used; their length only bounds a segment from below, as the model's would.
+    stream = StreamRecognizer(_WindowLog(feature_config, 2.0, 0.5), on_event=record, vad=vad, decision="segment",
+                              context_s=context_s)
+    stream.push(np.asarray(samples, np.float32), feature_config.sample_rate)
+    stream.close()
+    return np.array(rows, np.int64).reshape(-1, 3)

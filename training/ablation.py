@@ -129,6 +129,12 @@ _row("multicond-deltas", "multicond", "+ deltas and delta-deltas (as combo-level
 _row("multicond-windows", "multicond-deltas", "each epoch every training clip cut to one of the runtime's analysis "
      "windows over its speech (2 s every 0.5 s, the voice-activity gate); validation on the mean of a clip's "
      "windows", train={"windows": (2.0, 0.5)})
+# Fourteenth round: the runtime now decides each speech segment by one pass over it with 0.3 s of
+# context; here every training clip is cut to those very passes (whole utterances, without the
+# corpus's own lead-in and tail beyond 0.3 s).
+_row("multicond-segments", "multicond-deltas", "each epoch every training clip cut to one of its speech segments "
+     "with 0.3 s of context either side (what the runtime decides on); validation as the runtime decides",
+     train={"segments": 0.3})
 
 
 def resolve(name: str) -> Recipe:

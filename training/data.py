@@ -13,7 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -61,8 +61,11 @@ class Example:
     teacher_frames: Optional[np.ndarray] = None
     #: How the features were made from the file (to find its speech windows), or None.
     source: Optional["Source"] = None
-    #: The analysis windows the runtime scores over the clip, [n, 2] frame ranges (TrainConfig.windows).
+    #: What the runtime scores over the clip, [n, 2] frame ranges: its analysis windows
+    #: (TrainConfig.windows) or its speech segments with their context (TrainConfig.segments).
     windows: Optional[np.ndarray] = None
+    #: The weight of each of those in the clip's decision (the segments' lengths), or None: equal.
+    window_weights: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
@@ -138,16 +141,33 @@ class FeatureCache:
         [n, 2] frame ranges into those features."""
         from ser_edge.stream import VadConfig, speech_windows
 
+        vad = VadConfig()
+        return self._spans(path, noise, talkers, speed, f"{window_s!r}|{hop_s!r}|{vad!r}", "windows",
+                           lambda x: speech_windows(x, self.config, window_s, hop_s, vad))
+
+    def speech_segments(self, path: Path, context_s: float, noise: Optional[NoiseSpec] = None,
+                        talkers: Sequence[Path] = (), speed: float = 1.0) -> np.ndarray:
+        """What the runtime's "segment" decision scores (`ser_edge.stream.speech_segments`, the
+        default voice-activity gate) over the audio that `features` computes with the same
+        arguments: [n, 3] rows (start, stop, speech frames) into those features."""
+        from ser_edge.stream import VadConfig, speech_segments
+
+        vad = VadConfig()
+        return self._spans(path, noise, talkers, speed, f"segments|{context_s!r}|{vad!r}", "segments",
+                           lambda x: speech_segments(x, self.config, context_s, vad))
+
+    def _spans(self, path: Path, noise: Optional[NoiseSpec], talkers: Sequence[Path], speed: float, what: str,
+               suffix: str, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Frame ranges found on the audio of `features` (same arguments), cached beside them."""
         try:
             feature_file = self._key(path, noise, talkers, speed)
         except OSError as err:
             raise AudioError(f"cannot read {str(path)!r}: {err.strerror or err}") from err
-        vad = VadConfig()
-        digest = hashlib.sha1(f"{feature_file.stem}|{window_s!r}|{hop_s!r}|{vad!r}".encode()).hexdigest()
-        target = self.root / digest[:2] / f"{digest}.windows.npy"
+        digest = hashlib.sha1(f"{feature_file.stem}|{what}".encode()).hexdigest()
+        target = self.root / digest[:2] / f"{digest}.{suffix}.npy"
         if target.exists():
             return np.load(target)
-        spans = speech_windows(self._samples(path, noise, talkers, speed), self.config, window_s, hop_s, vad)
+        spans = compute(self._samples(path, noise, talkers, speed))
         _save(target, spans)
         return spans
 
@@ -182,6 +202,23 @@ def with_speech_windows(examples: Sequence[Example], window_s: float, hop_s: flo
                                  "speech windows cannot be found; load it with load_examples or an Augmenter")
             s = e.source
             e = replace(e, windows=s.cache.speech_windows(e.path, window_s, hop_s, s.noise, s.talkers, s.speed))
+        out.append(e)
+    return out
+
+
+def with_speech_segments(examples: Sequence[Example], context_s: float) -> list[Example]:
+    """Copies of `examples` with `windows` set to what the runtime's "segment" decision scores
+    over each clip's audio (its noisy or speed-changed copy's own): each speech segment with
+    `context_s` seconds either side, weighted (`window_weights`) by the segment's length."""
+    out = []
+    for e in examples:
+        if e.windows is None:
+            if e.source is None:
+                raise ValueError(f"{e.path}: no record of how its features were made (Example.source), so its "
+                                 "speech segments cannot be found; load it with load_examples or an Augmenter")
+            s = e.source
+            rows = s.cache.speech_segments(e.path, context_s, s.noise, s.talkers, s.speed)
+            e = replace(e, windows=rows[:, :2], window_weights=rows[:, 2].astype(np.float64))
         out.append(e)
     return out
 
@@ -325,7 +362,7 @@ class Augmenter:
                     warnings.warn(f"no {kind} copy of {e.path}: {err}", stacklevel=2)
                     continue
                 if len(feats) >= MIN_FRAMES:
-                    out.append(replace(e, features=feats, source=source, windows=None))
+                    out.append(replace(e, features=feats, source=source, windows=None, window_weights=None))
         return out
 
 

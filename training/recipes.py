@@ -140,6 +140,9 @@ def describe(recipe: Recipe) -> str:
         *([f"trained on the runtime's analysis windows ({t.windows[0]:g} s every {t.windows[1]:g} s over the speech "
            "the voice-activity gate finds in each clip, one drawn per clip and epoch), validated on the mean of "
            "each clip's windows"] if t.windows else []),
+        *([f"trained on what the runtime decides on (each speech segment the voice-activity gate finds in a clip, "
+           f"with {t.segments:g} s of the audio either side, one drawn per clip and epoch), validated as the runtime "
+           "decides (the segments weighted by their lengths)"] if t.segments >= 0 else []),
         *([f"the second LSTM's outputs, through a training-only projection, regress the Whisper-base teacher's "
            f"encoder frames (cosine, weight {t.frame_distill:g})"] if t.frame_distill else []),
         *([f"a training-only {t.adversary} classifier on the pooled attention vector"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ser_edge.training.data import Example, with_speech_windows
+from ser_edge.training.data import Example, with_speech_segments, with_speech_windows
 from ser_edge.training.metrics import report
 from ser_edge.training.model import BiLstmAttention, ModelConfig, SpecAugment
 
@@ -50,6 +50,11 @@ class TrainConfig:
     # writes into such a model): the mean of its windows' probabilities.
     # A clip where the gate finds no speech is used whole. () trains on whole clips.
     windows: tuple[float, ...] = ()
+    # >= 0: train on what the runtime's default "segment" decision scores: each epoch every
+    # training clip is cut to one of its speech segments with `segments` seconds of context either
+    # side (most clips hold one), and validation scores each clip as the runtime does, its
+    # segments' probabilities weighted by their lengths. < 0 trains on whole clips.
+    segments: float = -1.0
     spec_augment: tuple[int, int, int, int] = (0, 0, 0, 0)  # freq masks, max width, time masks, max width
     # Distillation from a teacher's targets on the training examples (Example.soft / target_embedding):
     distill: float = 0.0         # weight of KL(teacher || student) at `temperature` (times T^2); CE gets 1 - distill
@@ -92,6 +97,8 @@ class TrainConfig:
                              or self.frame_distill):
             raise ValueError(f"windows must be (window_s, hop_s), both > 0 seconds, without crop_frames or "
                              f"frame_distill; got {self.windows}")
+        if self.segments >= 0 and (self.windows or self.crop_frames or self.frame_distill):
+            raise ValueError("segments cannot be combined with windows, crop_frames or frame_distill")
         if len(self.spec_augment) != 4 or min(self.spec_augment) < 0:
             raise ValueError(f"spec_augment must be four counts/widths >= 0, got {self.spec_augment}")
         if not 0.0 <= self.distill <= 1.0 or self.embed_distill < 0 or self.temperature <= 0:
@@ -127,7 +134,22 @@ class TrainConfig:
             del out["frame_distill"]
         if not self.windows:
             del out["windows"]
+        if self.segments < 0:
+            del out["segments"]
         return out
+
+    @property
+    def pieces(self) -> bool:
+        """Whether it trains on what the runtime scores (windows or segments), not whole clips."""
+        return bool(self.windows) or self.segments >= 0
+
+    def with_pieces(self, examples: Sequence[Example]) -> list[Example]:
+        """The examples with what the runtime scores over each (Example.windows) found, when it trains on that."""
+        if self.windows:
+            return with_speech_windows(examples, *self.windows)
+        if self.segments >= 0:
+            return with_speech_segments(examples, self.segments)
+        return list(examples)
 
 
 @dataclass
@@ -138,13 +160,16 @@ class TrainResult:
     device: str = "cpu"
     interrupted: bool = False  # stopped by Ctrl-C / SIGTERM: the best epoch so far is kept
     windows: tuple[float, ...] = ()  # TrainConfig.windows it was trained with
+    segments: float = -1.0  # TrainConfig.segments it was trained with
 
     def predict(self, examples: Sequence[Example], batch_size: int = 64) -> np.ndarray:
         """Class probabilities [n, classes] of each example as the model is used: whole clips,
-        or, trained on the runtime's windows, the mean over each clip's speech windows."""
-        if not self.windows:
+        or, trained on what the runtime scores, as the runtime decides (the mean over each clip's
+        speech windows, or its segments with their context weighted by length)."""
+        config = TrainConfig(windows=self.windows, segments=self.segments)
+        if not config.pieces:
             return predict(self.model, examples, batch_size)
-        return windowed_predict(self.model, with_speech_windows(examples, *self.windows), batch_size)
+        return windowed_predict(self.model, config.with_pieces(examples), batch_size)
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -275,27 +300,34 @@ def _evaluate(model, examples, device, batch_size, loss_fn, n_classes, windowed:
     return total / max(n, 1), report(true, pred, [str(c) for c in range(n_classes)])["uar"]
 
 
-def _window_views(examples: Sequence[Example]) -> tuple[list[Example], list[int]]:
-    """Every speech window of every example (Example.windows; the whole clip where it has none)
-    as an example of its own, and the index of the example each came from."""
-    parts, owner = [], []
+def _window_views(examples: Sequence[Example]) -> tuple[list[Example], list[int], list[float]]:
+    """Every speech window (or segment) of every example (Example.windows; the whole clip where
+    it has none) as an example of its own, the index of the example each came from, and its
+    weight in that example's decision (Example.window_weights; 1 when it has none)."""
+    parts, owner, weight = [], [], []
     for i, e in enumerate(examples):
-        spans = e.windows if e.windows is not None and len(e.windows) else [(0, len(e.features))]
-        for a, b in spans:
-            parts.append(replace(e, features=e.features[a:b], windows=None))
+        has = e.windows is not None and len(e.windows)
+        spans = e.windows if has else [(0, len(e.features))]
+        weights = e.window_weights if has and e.window_weights is not None else np.ones(len(spans))
+        for (a, b), w in zip(spans, weights):
+            parts.append(replace(e, features=e.features[a:b], windows=None, window_weights=None))
             owner.append(i)
-    return parts, owner
+            weight.append(float(w))
+    return parts, owner, weight
 
 
 def windowed_predict(model: BiLstmAttention, examples: Sequence[Example], batch_size: int = 64) -> np.ndarray:
     """Class probabilities [n, classes] of each example as the runtime decides a clip: the mean
-    over its speech windows (Example.windows) of their probabilities; a clip without any is
-    scored whole."""
-    parts, owner = _window_views(examples)
+    over its speech windows or segments (Example.windows) of their probabilities, weighted by
+    Example.window_weights where given; a clip without any is scored whole."""
+    parts, owner, weight = _window_views(examples)
     probs = predict(model, parts, batch_size)
+    w = np.asarray(weight)[:, None]
     out = np.zeros((len(examples), probs.shape[1]), np.float64)
-    np.add.at(out, np.array(owner, np.int64), probs)
-    return out / np.bincount(owner, minlength=len(examples))[:, None]
+    np.add.at(out, np.array(owner, np.int64), probs * w)
+    total = np.zeros(len(examples))
+    np.add.at(total, np.array(owner, np.int64), np.asarray(weight))
+    return out / total[:, None]
 
 
 def _progress(enabled: bool):
@@ -316,8 +348,7 @@ def train_model(train: Sequence[Example], val: Sequence[Example], model_config: 
     bar over each epoch's batches; `log` gets one line per epoch."""
     if not train or not val:
         raise ValueError("training needs non-empty training and validation sets")
-    if config.windows:
-        train, val = (with_speech_windows(part, *config.windows) for part in (train, val))
+    train, val = config.with_pieces(train), config.with_pieces(val)
     seed_everything(config.seed)
     device = select_device(config.device)
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -332,8 +363,8 @@ def train_model(train: Sequence[Example], val: Sequence[Example], model_config: 
 def _train(train, val, model_config, config, device, log, progress) -> TrainResult:
     rng = np.random.default_rng(config.seed)
     model = BiLstmAttention(model_config)
-    # Standardised over what the model will see: the speech windows when it trains on them.
-    model.set_standardisation(*standardisation(_window_views(train)[0] if config.windows else train, model))
+    # Standardised over what the model will see: the speech windows or segments when it trains on them.
+    model.set_standardisation(*standardisation(_window_views(train)[0] if config.pieces else train, model))
     model.to(device)
     if any(config.spec_augment):
         generator = torch.Generator().manual_seed(config.seed)
@@ -367,7 +398,7 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
     val_loss_fn = nn.CrossEntropyLoss()
     pool = _balanced_subset(train, rng) if config.balance == "undersample" else np.arange(len(train))
 
-    result = TrainResult(model=model, device=str(device), windows=config.windows)
+    result = TrainResult(model=model, device=str(device), windows=config.windows, segments=config.segments)
     best, best_state, waited = math.inf, None, 0
     try:
         for epoch in range(1, config.max_epochs + 1):
@@ -379,7 +410,7 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
             with _progress(progress) as bar:
                 task = bar.add_task(f"epoch {epoch} of {config.max_epochs}", total=len(batches)) if bar else None
                 for b, (x, lengths, y) in enumerate(_batches(train, order, config.batch_size, device, batches,
-                                                             config.crop_frames, rng, bool(config.windows))):
+                                                             config.crop_frames, rng, config.pieces)):
                     optimiser.zero_grad()
                     logits, _, context, (h, steps) = model(x, lengths, return_context=True, return_steps=True)
                     items = [train[i] for i in batches[b]]
@@ -412,7 +443,7 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
             if scheduler is not None:
                 scheduler.step()
             val_loss, val_uar = _evaluate(model, val, device, config.batch_size, val_loss_fn, model_config.n_classes,
-                                          windowed=bool(config.windows))
+                                          windowed=config.pieces)
             seconds = time.perf_counter() - start
             result.history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss, "val_uar": val_uar,
                                    "seconds": seconds})

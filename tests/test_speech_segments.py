@@ -1,0 +1,119 @@
+"""Training on what the runtime's "segment" decision scores: each speech segment of a clip
+with its context, found for training clips (clean, noisy and speed-changed copies), cut from
+them in training and weighted by length in validation, as the runtime decides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser_edge.audio import load
+from ser_edge.features import FeatureConfig, extract
+from ser_edge.model import OnnxModel
+from ser_edge.recognizer import Recognizer
+from ser_edge.stream import speech_segments
+
+RATE = 16000
+
+
+def _voice(seconds: float, f0: float = 150.0, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    return (0.1 * x + 1e-4 * np.random.default_rng(seed).standard_normal(len(t))).astype(np.float32)
+
+
+def _quiet(seconds: float, seed: int = 1) -> np.ndarray:
+    return (1e-4 * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+def _two_segments() -> np.ndarray:
+    return np.concatenate([_quiet(0.8), _voice(1.6), _quiet(0.8, 2), _voice(0.9, 200.0, 3), _quiet(0.6, 4)])
+
+
+def test_speech_segments_are_what_the_runtime_decides_on():
+    model = OnnxModel()
+    samples = _two_segments()
+    rows = speech_segments(samples, model.feature_config)
+    events = Recognizer(model).predict(samples, RATE).events
+    features = extract(samples, model.feature_config)
+    assert rows.shape == (2, 3) == (len(events), 3)
+    for (a, b, n), e in zip(rows, events):
+        p, _ = model.score(features[a:b])  # the same pass, the same probabilities
+        np.testing.assert_allclose([e.probabilities[k] for k in model.labels], p, atol=1e-6)
+        assert n == round((e.end_s - e.start_s - model.feature_config.frame_s) / 0.01) + 1  # speech frames
+        assert a == round(e.start_s / 0.01) - 30                                           # 0.3 s before
+    assert speech_segments(_quiet(2.0), model.feature_config).shape == (0, 3)
+    wider = speech_segments(samples, model.feature_config, context_s=0.0)
+    np.testing.assert_array_equal(wider[:, 0], rows[:, 0] + 30)
+
+
+torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
+
+from ser_edge.training.corpora import Clip  # noqa: E402
+from ser_edge.training.data import Augmenter, Example, FeatureCache, load_examples, with_speech_segments  # noqa: E402
+from ser_edge.training.model import BiLstmAttention, ModelConfig  # noqa: E402
+from ser_edge.training.trainer import TrainConfig, TrainResult, predict, train_model, windowed_predict  # noqa: E402
+
+
+@pytest.fixture
+def clips(tmp_path) -> list[Clip]:
+    out = []
+    for i, (speaker, label) in enumerate([("a", "angry"), ("b", "sad"), ("a", "sad"), ("b", "angry")]):
+        path = tmp_path / f"{speaker}{i}.wav"
+        parts = [_quiet(1.0, i), _voice(1.2 + 0.3 * i, 120.0 + 30 * i, i), _quiet(0.5, i)]
+        if i == 3:  # a clip with two segments
+            parts += [_voice(0.8, 250.0, 9), _quiet(0.5, 10)]
+        sf.write(path, np.concatenate(parts), RATE)
+        out.append(Clip(path, label, speaker, "test"))
+    return out
+
+
+def test_examples_find_their_segments_and_copies_their_own(clips, tmp_path):
+    config = FeatureConfig()
+    cache = FeatureCache(config, root=tmp_path / "cache")
+    examples, _ = load_examples(clips, ["angry", "sad"], cache)
+    copies = Augmenter(cache, ["speed:0.8"])(examples)
+    found = with_speech_segments(examples + copies, 0.3)
+    for e in found[: len(examples)]:
+        rows = speech_segments(load(e.path, RATE), config, 0.3)
+        np.testing.assert_array_equal(e.windows, rows[:, :2])
+        np.testing.assert_array_equal(e.window_weights, rows[:, 2])
+    assert len(found[3].windows) == 2
+    assert found[len(examples)].windows[0, 1] > found[0].windows[0, 1]  # the slower copy: its own segments
+    assert len(list((tmp_path / "cache").rglob("*.segments.npy"))) == len(found)
+    assert with_speech_segments(found, 0.3)[0].windows is found[0].windows  # kept, not found again
+
+
+def test_a_clip_is_decided_by_its_segments_weighted_by_length():
+    model = BiLstmAttention(ModelConfig(input_dim=4, n_classes=2, hidden1=8, hidden2=4, dense=4)).eval()
+    features = np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32)
+    e = Example(features, 0, "test:a", Path("a.wav"), windows=np.array([[0, 120], [150, 300]]),
+                window_weights=np.array([90.0, 30.0]))
+    parts = predict(model, [Example(features[a:b], 0, "", Path("")) for a, b in e.windows])
+    np.testing.assert_allclose(windowed_predict(model, [e])[0], 0.75 * parts[0] + 0.25 * parts[1], atol=1e-6)
+
+
+def test_a_segments_training_validates_and_is_scored_as_the_runtime_decides(clips, tmp_path):
+    cache = FeatureCache(FeatureConfig.preset("logmel"), root=tmp_path / "cache")
+    examples, _ = load_examples(clips, ["angry", "sad"], cache)
+    config = TrainConfig(max_epochs=1, segments=0.3, device="cpu", balance="none")
+    result = train_model(examples[:2], examples[2:], ModelConfig(input_dim=40, n_classes=2, hidden1=8, hidden2=4,
+                                                                 dense=4), config, log=None)
+    val = with_speech_segments(examples[2:], 0.3)
+    p = windowed_predict(result.model, val)
+    assert result.history[0]["val_loss"] == pytest.approx(-np.log(p[np.arange(2), [e.label for e in val]]).mean(),
+                                                          rel=1e-4)
+    np.testing.assert_allclose(result.predict(examples[2:]), p, atol=1e-6)  # the protocols score it so too
+    assert not np.allclose(p, predict(result.model, examples[2:]), atol=1e-4)  # not as whole clips
+
+
+def test_the_segments_option_is_checked_and_left_out_of_older_recipes():
+    assert "segments" not in TrainConfig().to_dict() and not TrainConfig().pieces
+    assert TrainConfig(segments=0.3).to_dict()["segments"] == 0.3 and TrainConfig(segments=0.0).pieces
+    for other in ({"windows": (2.0, 0.5)}, {"crop_frames": 200}):
+        with pytest.raises(ValueError, match="segments cannot be combined"):
+            TrainConfig(segments=0.3, **other)
+    assert TrainResult(None, segments=0.3).segments == 0.3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 def pytest_configure(config) -> None:
@@ -25,6 +26,18 @@ def session(path):
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def voiced(seconds: float, f0: float = 150.0, seed: int = 0, rate: int = 16000) -> np.ndarray:
+    """A voiced sound: harmonics of f0 under a slow tremolo, plus a faint noise floor."""
+    t = np.arange(int(seconds * rate)) / rate
+    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    return (0.1 * x + 1e-4 * np.random.default_rng(seed).standard_normal(len(t))).astype(np.float32)
+
+
+def quiet(seconds: float, seed: int = 1, rate: int = 16000) -> np.ndarray:
+    """A faint noise floor (-80 dBFS), no speech."""
+    return (1e-4 * np.random.default_rng(seed).standard_normal(int(seconds * rate))).astype(np.float32)
 
 
 DATA_DIR = Path(os.environ.get("SER_EDGE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))

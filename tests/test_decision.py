@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import quiet, voiced
 from ser_edge.audio import load
 from ser_edge.features import extract
 from ser_edge.model import ModelError, OnnxModel
@@ -19,19 +20,9 @@ RATE = 16000
 HOP = 0.01
 
 
-def _voice(seconds: float, f0: float = 150.0, seed: int = 0) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
-    return (0.1 * x + 1e-4 * np.random.default_rng(seed).standard_normal(len(t))).astype(np.float32)
-
-
-def _quiet(seconds: float, seed: int = 1) -> np.ndarray:
-    return (1e-4 * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
-
-
 def _two_segments() -> np.ndarray:
     """Silence, 2.6 s of voice, a pause, 0.8 s of voice, silence."""
-    return np.concatenate([_quiet(0.5), _voice(2.6), _quiet(0.8, 2), _voice(0.8, 200.0, 3), _quiet(0.5, 4)])
+    return np.concatenate([quiet(0.5), voiced(2.6), quiet(0.8, 2), voiced(0.8, 200.0, 3), quiet(0.5, 4)])
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +67,7 @@ def test_context_can_be_changed_or_switched_off(model):
 
 
 def test_the_context_before_is_clipped_to_the_start_of_the_stream(model):
-    samples = np.concatenate([_quiet(0.1), _voice(1.5), _quiet(1.0)])
+    samples = np.concatenate([quiet(0.1), voiced(1.5), quiet(1.0)])
     (event,) = Recognizer(model).predict(samples, RATE).events
     assert 0 < event.start_s < 0.3 and event.scored_from_s == 0.0
 
@@ -162,7 +153,7 @@ def _one_pass(model, features, event):
 
 
 def test_a_stream_closed_mid_speech_decides_on_what_it_has(model):
-    samples = np.concatenate([_quiet(0.6), _voice(1.6)])  # ends in speech: close() ends the segment
+    samples = np.concatenate([quiet(0.6), voiced(1.6)])  # ends in speech: close() ends the segment
     stream = StreamRecognizer(model)
     events = stream.push(samples, RATE)
     assert events == []
@@ -177,7 +168,7 @@ def test_a_stream_closed_mid_speech_decides_on_what_it_has(model):
 def test_segments_close_together_and_a_segment_cut_at_the_maximum_length(model):
     # a 0.45 s pause (longer than the 0.3 s hang-over): the second segment's context before
     # reaches back into the first segment's hang-over
-    samples = np.concatenate([_quiet(0.5), _voice(1.0), _quiet(0.45, 2), _voice(1.0, 200.0, 3), _quiet(0.5, 4)])
+    samples = np.concatenate([quiet(0.5), voiced(1.0), quiet(0.45, 2), voiced(1.0, 200.0, 3), quiet(0.5, 4)])
     features = extract(samples, model.feature_config)
     first, second = Recognizer(model).predict(samples, RATE).events
     assert _span(second, model)[0] == _frame(second.start_s) - 30 < _span(first, model)[1]
@@ -185,7 +176,7 @@ def test_segments_close_together_and_a_segment_cut_at_the_maximum_length(model):
         np.testing.assert_allclose([e.probabilities[k] for k in model.labels], _one_pass(model, features, e),
                                    atol=1e-6)
     # 5 s of speech with segments cut at 2 s: the pieces follow each other
-    samples = np.concatenate([_quiet(0.5), _voice(5.0), _quiet(0.6, 2)])
+    samples = np.concatenate([quiet(0.5), voiced(5.0), quiet(0.6, 2)])
     features = extract(samples, model.feature_config)
     pieces = Recognizer(model, vad=VadConfig(max_segment_s=2.0)).predict(samples, RATE).events
     assert len(pieces) == 3
@@ -210,5 +201,5 @@ def test_an_adapted_model_from_before_models_said_how_defaults_to_windows(model,
 def test_the_context_buffer_stays_bounded_in_silence(model):
     stream = StreamRecognizer(model, vad=VadConfig())
     for _ in range(50):
-        stream.push(_quiet(1.0), RATE)
+        stream.push(quiet(1.0), RATE)
     assert len(stream._recent) == 30 and not stream.in_speech

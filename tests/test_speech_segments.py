@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import quiet, voiced
 from ser_edge.audio import load
 from ser_edge.features import FeatureConfig, extract
 from ser_edge.model import OnnxModel
@@ -19,18 +20,8 @@ from ser_edge.stream import speech_segments
 RATE = 16000
 
 
-def _voice(seconds: float, f0: float = 150.0, seed: int = 0) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
-    return (0.1 * x + 1e-4 * np.random.default_rng(seed).standard_normal(len(t))).astype(np.float32)
-
-
-def _quiet(seconds: float, seed: int = 1) -> np.ndarray:
-    return (1e-4 * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
-
-
 def _two_segments() -> np.ndarray:
-    return np.concatenate([_quiet(0.8), _voice(1.6), _quiet(0.8, 2), _voice(0.9, 200.0, 3), _quiet(0.6, 4)])
+    return np.concatenate([quiet(0.8), voiced(1.6), quiet(0.8, 2), voiced(0.9, 200.0, 3), quiet(0.6, 4)])
 
 
 def test_speech_segments_are_what_the_runtime_decides_on():
@@ -45,7 +36,7 @@ def test_speech_segments_are_what_the_runtime_decides_on():
         np.testing.assert_allclose([e.probabilities[k] for k in model.labels], p, atol=1e-6)
         assert n == round((e.end_s - e.start_s - model.feature_config.frame_s) / 0.01) + 1  # speech frames
         assert a == round(e.start_s / 0.01) - 30                                           # 0.3 s before
-    assert speech_segments(_quiet(2.0), model.feature_config).shape == (0, 3)
+    assert speech_segments(quiet(2.0), model.feature_config).shape == (0, 3)
     wider = speech_segments(samples, model.feature_config, context_s=0.0)
     np.testing.assert_array_equal(wider[:, 0], rows[:, 0] + 30)
 
@@ -63,9 +54,9 @@ def clips(tmp_path) -> list[Clip]:
     out = []
     for i, (speaker, label) in enumerate([("a", "angry"), ("b", "sad"), ("a", "sad"), ("b", "angry")]):
         path = tmp_path / f"{speaker}{i}.wav"
-        parts = [_quiet(1.0, i), _voice(1.2 + 0.3 * i, 120.0 + 30 * i, i), _quiet(0.5, i)]
+        parts = [quiet(1.0, i), voiced(1.2 + 0.3 * i, 120.0 + 30 * i, i), quiet(0.5, i)]
         if i == 3:  # a clip with two segments
-            parts += [_voice(0.8, 250.0, 9), _quiet(0.5, 10)]
+            parts += [voiced(0.8, 250.0, 9), quiet(0.5, 10)]
         sf.write(path, np.concatenate(parts), RATE)
         out.append(Clip(path, label, speaker, "test"))
     return out

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import quiet, voiced
 from ser_edge.audio import load
 from ser_edge.features import FeatureConfig, extract
 from ser_edge.model import OnnxModel
@@ -19,20 +20,9 @@ DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.wav"
 RATE = 16000
 
 
-def _voice(seconds: float, f0: float = 150.0, seed: int = 0) -> np.ndarray:
-    """A voiced sound: harmonics of f0 under a slow tremolo, plus a faint noise floor."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
-    return (0.1 * x + 1e-4 * np.random.default_rng(seed).standard_normal(len(t))).astype(np.float32)
-
-
-def _quiet(seconds: float, seed: int = 1) -> np.ndarray:
-    return (1e-4 * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
-
-
 def _utterance() -> np.ndarray:
     """Silence, 2.6 s of voice, a pause, 0.8 s of voice, silence: a long and a short segment."""
-    return np.concatenate([_quiet(0.5), _voice(2.6), _quiet(0.8, 2), _voice(0.8, 200.0, 3), _quiet(0.5, 4)])
+    return np.concatenate([quiet(0.5), voiced(2.6), quiet(0.8, 2), voiced(0.8, 200.0, 3), quiet(0.5, 4)])
 
 
 def test_speech_windows_are_the_windows_the_stream_scores():
@@ -60,7 +50,7 @@ def test_a_long_and_a_short_segment_give_full_windows_and_one_whole_segment():
     assert 40 <= full[0, 0] <= 60                                          # it starts with the voice (0.5 s)
     last = spans[-1]
     assert 300 <= last[0] <= 400 and 60 <= last[1] - last[0] < 200        # the short one, scored whole
-    assert speech_windows(_quiet(3.0), config, 2.0, 0.5).shape == (0, 2)   # no speech, no window
+    assert speech_windows(quiet(3.0), config, 2.0, 0.5).shape == (0, 2)   # no speech, no window
 
 
 torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
@@ -91,7 +81,7 @@ def clips(tmp_path) -> list[Clip]:
     out = []
     for i, (speaker, label) in enumerate([("a", "angry"), ("b", "sad"), ("a", "sad"), ("b", "angry")]):
         path = tmp_path / f"{speaker}{i}.wav"
-        sf.write(path, np.concatenate([_quiet(0.3, i), _voice(1.5 + 0.5 * i, 120.0 + 30 * i, i), _quiet(0.4, i)]),
+        sf.write(path, np.concatenate([quiet(0.3, i), voiced(1.5 + 0.5 * i, 120.0 + 30 * i, i), quiet(0.4, i)]),
                  RATE)
         out.append(Clip(path, label, speaker, "test"))
     return out

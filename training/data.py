@@ -194,31 +194,31 @@ def with_speech_windows(examples: Sequence[Example], window_s: float, hop_s: flo
     """Copies of `examples` with their `windows` set: the analysis windows the runtime scores
     over each clip's audio (its noisy or speed-changed copy's own), every `hop_s` seconds of
     speech a `window_s`-second window. Examples that have them already are kept as they are."""
-    out = []
-    for e in examples:
-        if e.windows is None:
-            if e.source is None:
-                raise ValueError(f"{e.path}: no record of how its features were made (Example.source), so its "
-                                 "speech windows cannot be found; load it with load_examples or an Augmenter")
-            s = e.source
-            e = replace(e, windows=s.cache.speech_windows(e.path, window_s, hop_s, s.noise, s.talkers, s.speed))
-        out.append(e)
-    return out
+    def find(e: Example, s: Source) -> Example:
+        return replace(e, windows=s.cache.speech_windows(e.path, window_s, hop_s, s.noise, s.talkers, s.speed))
+
+    return _with_spans(examples, find, "speech windows")
 
 
 def with_speech_segments(examples: Sequence[Example], context_s: float) -> list[Example]:
     """Copies of `examples` with `windows` set to what the runtime's "segment" decision scores
     over each clip's audio (its noisy or speed-changed copy's own): each speech segment with
     `context_s` seconds either side, weighted (`window_weights`) by the segment's length."""
+    def find(e: Example, s: Source) -> Example:
+        rows = s.cache.speech_segments(e.path, context_s, s.noise, s.talkers, s.speed)
+        return replace(e, windows=rows[:, :2], window_weights=rows[:, 2].astype(np.float64))
+
+    return _with_spans(examples, find, "speech segments")
+
+
+def _with_spans(examples: Sequence[Example], find: Callable[[Example, "Source"], Example], what: str) -> list[Example]:
     out = []
     for e in examples:
         if e.windows is None:
             if e.source is None:
                 raise ValueError(f"{e.path}: no record of how its features were made (Example.source), so its "
-                                 "speech segments cannot be found; load it with load_examples or an Augmenter")
-            s = e.source
-            rows = s.cache.speech_segments(e.path, context_s, s.noise, s.talkers, s.speed)
-            e = replace(e, windows=rows[:, :2], window_weights=rows[:, 2].astype(np.float64))
+                                 f"{what} cannot be found; load it with load_examples or an Augmenter")
+            e = find(e, e.source)
         out.append(e)
     return out
 

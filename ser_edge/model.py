@@ -48,6 +48,11 @@ def set_metadata(model, metadata: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
+#: How the runtime can decide a speech segment (see ser_edge.stream.StreamRecognizer):
+#: "segment", one pass of the model over it with context; "windows", the mean of its windows.
+DECISIONS = ("segment", "windows")
+
+
 class ModelError(Exception):
     """A model file cannot be used: missing, corrupt, not a ser-edge model, or inconsistent."""
 
@@ -126,7 +131,7 @@ class OnnxModel:
         #: "segment" unless the model says otherwise. An adapted model's head was fitted on
         #: windows (those adapted before models said so have no key, hence the default).
         self.decision: str = meta.get("ser_edge.decision", "windows" if self.adapted is not None else "segment")
-        if self.decision not in ("segment", "windows"):
+        if self.decision not in DECISIONS:
             raise ModelError(f"{str(self.path)!r} has invalid ser-edge metadata: ser_edge.decision is "
                              f"{self.decision!r}, expected 'segment' or 'windows'")
         active = self._session.get_providers()[0]

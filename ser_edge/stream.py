@@ -17,15 +17,11 @@ import numpy.typing as npt
 
 from ser_edge.audio import StreamResampler, to_mono
 from ser_edge.features import FeatureConfig, FeatureStream
-from ser_edge.model import OnnxModel
+from ser_edge.model import DECISIONS, OnnxModel
 
 __all__ = ["CONTEXT_S", "DECISIONS", "Event", "StreamRecognizer", "VadConfig", "Window", "speech_segments",
            "speech_windows"]
 
-#: How a speech segment is decided: "segment", one pass of the model over the whole segment
-#: with `context_s` of the audio around it (the condition the models are trained in: whole
-#: utterances with their lead-in and tail); "windows", the mean of its analysis windows.
-DECISIONS = ("segment", "windows")
 #: Seconds of audio before and after a segment that its one pass includes (by default).
 CONTEXT_S = 0.3
 

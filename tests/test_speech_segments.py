@@ -15,7 +15,7 @@ from ser_edge.audio import load
 from ser_edge.features import FeatureConfig, extract
 from ser_edge.model import OnnxModel
 from ser_edge.recognizer import Recognizer
-from ser_edge.stream import speech_segments
+from ser_edge.stream import speech_segments, speech_windows
 
 RATE = 16000
 
@@ -37,8 +37,8 @@ def test_speech_segments_are_what_the_runtime_decides_on():
         assert n == round((e.end_s - e.start_s - model.feature_config.frame_s) / 0.01) + 1  # speech frames
         assert a == round(e.start_s / 0.01) - 30                                           # 0.3 s before
     assert speech_segments(quiet(2.0), model.feature_config).shape == (0, 3)
-    wider = speech_segments(samples, model.feature_config, context_s=0.0)
-    np.testing.assert_array_equal(wider[:, 0], rows[:, 0] + 30)
+    bare = speech_segments(samples, model.feature_config, context_s=0.0)  # the segments alone
+    np.testing.assert_array_equal(bare[:, 0], rows[:, 0] + 30)
 
 
 torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
@@ -46,7 +46,7 @@ torch = pytest.importorskip("torch", reason="the train extra (torch) is not inst
 from ser_edge.training.corpora import Clip  # noqa: E402
 from ser_edge.training.data import Augmenter, Example, FeatureCache, load_examples, with_speech_segments  # noqa: E402
 from ser_edge.training.model import BiLstmAttention, ModelConfig  # noqa: E402
-from ser_edge.training.trainer import TrainConfig, TrainResult, predict, train_model, windowed_predict  # noqa: E402
+from ser_edge.training.trainer import TrainConfig, predict, train_model, windowed_predict  # noqa: E402
 
 
 @pytest.fixture
@@ -68,14 +68,24 @@ def test_examples_find_their_segments_and_copies_their_own(clips, tmp_path):
     examples, _ = load_examples(clips, ["angry", "sad"], cache)
     copies = Augmenter(cache, ["speed:0.8"])(examples)
     found = with_speech_segments(examples + copies, 0.3)
+    recognizer = Recognizer()
     for e in found[: len(examples)]:
         rows = speech_segments(load(e.path, RATE), config, 0.3)
         np.testing.assert_array_equal(e.windows, rows[:, :2])
-        np.testing.assert_array_equal(e.window_weights, rows[:, 2])
+        # weighted as Recognizer weighs its events: by end_s - start_s
+        events = recognizer.predict(load(e.path, RATE), RATE).events
+        np.testing.assert_allclose(e.window_weights, [ev.end_s - ev.start_s for ev in events], atol=1e-9)
     assert len(found[3].windows) == 2
     assert found[len(examples)].windows[0, 1] > found[0].windows[0, 1]  # the slower copy: its own segments
     assert len(list((tmp_path / "cache").rglob("*.segments.npy"))) == len(found)
     assert with_speech_segments(found, 0.3)[0].windows is found[0].windows  # kept, not found again
+    from ser_edge.training.data import with_speech_windows
+
+    windows = with_speech_windows(found[:1], 2.0, 0.5)[0]  # other spans: found again, not kept
+    np.testing.assert_array_equal(windows.windows, speech_windows(load(windows.path, RATE), config, 2.0, 0.5))
+    assert windows.window_weights is None
+    again = with_speech_segments([windows], 0.3)[0]
+    np.testing.assert_array_equal(again.windows, found[0].windows)
 
 
 def test_a_clip_is_decided_by_its_segments_weighted_by_length():
@@ -85,6 +95,11 @@ def test_a_clip_is_decided_by_its_segments_weighted_by_length():
                 window_weights=np.array([90.0, 30.0]))
     parts = predict(model, [Example(features[a:b], 0, "", Path("")) for a, b in e.windows])
     np.testing.assert_allclose(windowed_predict(model, [e])[0], 0.75 * parts[0] + 0.25 * parts[1], atol=1e-6)
+    from dataclasses import replace
+
+    for bad in (np.array([90.0]), np.array([90.0, 0.0])):
+        with pytest.raises(ValueError, match="one per window, each > 0"):
+            windowed_predict(model, [replace(e, window_weights=bad)])
 
 
 def test_a_segments_training_validates_and_is_scored_as_the_runtime_decides(clips, tmp_path):
@@ -107,4 +122,9 @@ def test_the_segments_option_is_checked_and_left_out_of_older_recipes():
     for other in ({"windows": (2.0, 0.5)}, {"crop_frames": 200}):
         with pytest.raises(ValueError, match="segments cannot be combined"):
             TrainConfig(segments=0.3, **other)
-    assert TrainResult(None, segments=0.3).segments == 0.3
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="segments must be a finite number"):
+            TrainConfig(segments=bad)
+    from ser_edge.training.export import decision_for
+
+    assert decision_for(TrainConfig(segments=0.3).to_dict()) == "segment"  # what the runtime decides on

@@ -156,6 +156,12 @@ def test_train_and_evaluate_commands_run_end_to_end(tmp_path, monkeypatch):
 
     assert Recognizer(tmp_path / "m.int8.onnx", threads=1).info["labels"] == ["angry", "calm"]
     assert Recognizer(tmp_path / "m.int8.onnx", threads=1).decision == "segment"  # trained on whole clips
+    cropped = torch.load(tmp_path / "m.pt", weights_only=False)  # as if trained on random crops
+    cropped["recipe"]["train"]["crop_frames"] = 200
+    torch.save(cropped, tmp_path / "crops.pt")
+    result = runner.invoke(app, ["export", str(tmp_path / "crops.pt"), "-o", str(tmp_path / "crops.onnx")])
+    assert result.exit_code == 0, result.output
+    assert Recognizer(tmp_path / "crops.int8.onnx", threads=1).decision == "windows"
 
     result = runner.invoke(app, ["train", str(manifest), "--recipe", "seed", "--epochs", "1",
                                  "-o", str(tmp_path / "seed.pt")])

@@ -48,7 +48,7 @@ from ser_edge.stream import CONTEXT_S
 from ser_edge.training.comparison import TITLES, _speaker_folds, clip_id, read_corpora
 from ser_edge.training.corpora import SHARED_LABELS, outside, to_shared
 from ser_edge.training.data import FeatureCache, load_examples
-from ser_edge.training.export import export_onnx, quantise_int8
+from ser_edge.training.export import decision_for, export_onnx, quantise_int8
 from ser_edge.training.metrics import report_with_misses
 from ser_edge.training.protocols import fit_ensemble, training_split
 from ser_edge.training.recipes import describe, get_recipe
@@ -236,7 +236,10 @@ def rescore(args: argparse.Namespace) -> int:
     if at >= 0:  # the sentence on how the runtime decides, up to the end of its paragraph
         at += len(_QUANTISATION)
         stop = card.find("\n\n", at)
-        card = card[:at] + RUNTIME_SENTENCE + card[stop:]
+        card = card[:at] + RUNTIME_SENTENCE + (card[stop:] if stop >= 0 else "\n")
+    else:
+        print(f"note: {card_path} has no sentence on how the runtime decides after its sizes; check its first "
+              "paragraph by hand", file=sys.stderr)
     card_path.write_text(card)
     _update_training_metadata(args.models / "default.int8.onnx", summary)
     _calibrate_and_test_in_noise(args)
@@ -294,6 +297,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                             ensemble=args.ensemble)
     recipe.check_runnable(args.recipe)
     config, labels = recipe.features, list(SHARED_LABELS)
+    decision = decision_for(recipe.train.to_dict())  # how the runtime decides with the models (and the card)
     cache = FeatureCache(config)
     augment = recipe.augmenter(cache)
     corpora = read_corpora({"urdu": args.urdu, "emodb": args.emodb, "ravdess": args.ravdess}, args.recipe)
@@ -324,7 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 augment=augment, extra=extra)
         model = model.cpu()
         test = [examples[i] for i in test_idx]
-        fp32 = export_onnx(model, config, labels, args.work / f"fold{n}.onnx")
+        fp32 = export_onnx(model, config, labels, args.work / f"fold{n}.onnx", decision=decision)
         int8 = quantise_int8(fp32, args.work / f"fold{n}.int8.onnx")
         whole = predict(model, test)
         for j, i in enumerate(test_idx):
@@ -356,7 +360,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "best_epoch": best_epochs, "epochs_run": [len(r.history) for r in results], "members": len(results),
         "recipe": {"name": args.recipe, **recipe.to_dict()},
     }
-    fp32 = export_onnx(model, config, labels, args.work / "default.onnx", training=summary)
+    fp32 = export_onnx(model, config, labels, args.work / "default.onnx", training=summary, decision=decision)
     int8 = quantise_int8(fp32, args.work / "default.int8.onnx")
     args.models.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(int8, args.models / "default.int8.onnx")

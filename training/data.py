@@ -23,7 +23,7 @@ from ser_edge.training.corpora import Clip
 from ser_edge.training.noise import make_noise, mix_at_snr
 
 __all__ = ["Augmenter", "Example", "FeatureCache", "NoiseSpec", "Source", "babble_talkers", "load_examples",
-           "speaker_normalise", "with_speech_windows"]
+           "speaker_normalise", "with_speech_segments", "with_speech_windows"]
 
 #: Clips shorter than this many frames (0.25 s at the default hop) are skipped.
 MIN_FRAMES = 25
@@ -64,8 +64,10 @@ class Example:
     #: What the runtime scores over the clip, [n, 2] frame ranges: its analysis windows
     #: (TrainConfig.windows) or its speech segments with their context (TrainConfig.segments).
     windows: Optional[np.ndarray] = None
-    #: The weight of each of those in the clip's decision (the segments' lengths), or None: equal.
+    #: The weight of each of those in the clip's decision (the segments' durations), or None: equal.
     window_weights: Optional[np.ndarray] = None
+    #: What `windows` holds ("windows 2.0 0.5", "segments 0.3"; "" when set by hand).
+    spans_of: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,30 +197,35 @@ def with_speech_windows(examples: Sequence[Example], window_s: float, hop_s: flo
     over each clip's audio (its noisy or speed-changed copy's own), every `hop_s` seconds of
     speech a `window_s`-second window. Examples that have them already are kept as they are."""
     def find(e: Example, s: Source) -> Example:
-        return replace(e, windows=s.cache.speech_windows(e.path, window_s, hop_s, s.noise, s.talkers, s.speed))
+        return replace(e, windows=s.cache.speech_windows(e.path, window_s, hop_s, s.noise, s.talkers, s.speed),
+                       window_weights=None)
 
-    return _with_spans(examples, find, "speech windows")
+    return _with_spans(examples, find, "speech windows", f"windows {window_s!r} {hop_s!r}")
 
 
 def with_speech_segments(examples: Sequence[Example], context_s: float) -> list[Example]:
     """Copies of `examples` with `windows` set to what the runtime's "segment" decision scores
     over each clip's audio (its noisy or speed-changed copy's own): each speech segment with
-    `context_s` seconds either side, weighted (`window_weights`) by the segment's length."""
+    `context_s` seconds either side, weighted (`window_weights`) by the segment's duration as
+    `Recognizer` weighs it (its event's end_s - start_s)."""
     def find(e: Example, s: Source) -> Example:
         rows = s.cache.speech_segments(e.path, context_s, s.noise, s.talkers, s.speed)
-        return replace(e, windows=rows[:, :2], window_weights=rows[:, 2].astype(np.float64))
+        config = s.cache.config
+        return replace(e, windows=rows[:, :2], window_weights=(rows[:, 2] - 1) * config.hop_s + config.frame_s)
 
-    return _with_spans(examples, find, "speech segments")
+    return _with_spans(examples, find, "speech segments", f"segments {context_s!r}")
 
 
-def _with_spans(examples: Sequence[Example], find: Callable[[Example, "Source"], Example], what: str) -> list[Example]:
+def _with_spans(examples: Sequence[Example], find: Callable[[Example, "Source"], Example], what: str,
+                kind: str) -> list[Example]:
+    """The examples with `windows` of this `kind`: kept where they have them already, found otherwise."""
     out = []
     for e in examples:
-        if e.windows is None:
+        if e.windows is None or e.spans_of != kind:
             if e.source is None:
                 raise ValueError(f"{e.path}: no record of how its features were made (Example.source), so its "
                                  f"{what} cannot be found; load it with load_examples or an Augmenter")
-            e = find(e, e.source)
+            e = replace(find(e, e.source), spans_of=kind)
         out.append(e)
     return out
 
@@ -362,7 +369,8 @@ class Augmenter:
                     warnings.warn(f"no {kind} copy of {e.path}: {err}", stacklevel=2)
                     continue
                 if len(feats) >= MIN_FRAMES:
-                    out.append(replace(e, features=feats, source=source, windows=None, window_weights=None))
+                    out.append(replace(e, features=feats, source=source, windows=None, window_weights=None,
+                                       spans_of=""))
         return out
 
 

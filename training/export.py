@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from ser_edge.features import FeatureConfig
-from ser_edge.model import MODEL_FORMAT, set_metadata
+from ser_edge.model import DECISIONS, MODEL_FORMAT, set_metadata
 from ser_edge.training.model import BiLstmAttention, Ensemble, ModelConfig
 
 __all__ = ["MODEL_FORMAT", "checkpoint_states", "export_onnx", "load_checkpoint", "quantise_int8"]
@@ -96,7 +96,7 @@ def export_onnx(model: BiLstmAttention | Ensemble, feature_config: FeatureConfig
     `decision`: how the runtime should decide a speech segment with it (see
     `ser_edge.stream.DECISIONS`; "windows" for a model trained on windows or crops, not on
     whole clips: `decision_for`)."""
-    if decision not in ("segment", "windows"):
+    if decision not in DECISIONS:
         raise ValueError(f"decision must be 'segment' or 'windows', got {decision!r}")
     if model.config.input_dim != feature_config.dim:
         raise ValueError(f"the model takes {model.config.input_dim} values per frame but the FeatureConfig "

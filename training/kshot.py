@@ -59,7 +59,7 @@ def base_model(target: str, corpora: dict[str, list[Clip]], work: Path, threads:
     import torch
 
     from ser_edge.training.data import FeatureCache, load_examples
-    from ser_edge.training.export import export_onnx, quantise_int8
+    from ser_edge.training.export import decision_for, export_onnx, quantise_int8
     from ser_edge.training.protocols import fit
 
     torch.set_num_threads(threads)
@@ -73,7 +73,7 @@ def base_model(target: str, corpora: dict[str, list[Clip]], work: Path, threads:
     training = {"corpora": sources, "clips": len(examples), "best_epoch": result.best_epoch,
                 "recipe": "default", "seed": 0}
     fp32 = export_onnx(result.model.cpu(), recipe.features, labels, work / f"base-without-{target}.onnx",
-                       training=training)
+                       training=training, decision=decision_for(recipe.train.to_dict()))
     quantise_int8(fp32, out)
     made_with.write_text(json.dumps(wanted, indent=1))
     print(f"base without {target}: trained on {', '.join(sources)} ({len(examples)} clips) in "

@@ -97,6 +97,8 @@ class TrainConfig:
                              or self.frame_distill):
             raise ValueError(f"windows must be (window_s, hop_s), both > 0 seconds, without crop_frames or "
                              f"frame_distill; got {self.windows}")
+        if not -math.inf < self.segments < math.inf:
+            raise ValueError(f"segments must be a finite number of seconds (< 0: off), got {self.segments}")
         if self.segments >= 0 and (self.windows or self.crop_frames or self.frame_distill):
             raise ValueError("segments cannot be combined with windows, crop_frames or frame_distill")
         if len(self.spec_augment) != 4 or min(self.spec_augment) < 0:
@@ -309,6 +311,9 @@ def _window_views(examples: Sequence[Example]) -> tuple[list[Example], list[int]
         has = e.windows is not None and len(e.windows)
         spans = e.windows if has else [(0, len(e.features))]
         weights = e.window_weights if has and e.window_weights is not None else np.ones(len(spans))
+        if len(weights) != len(spans) or not np.all(np.asarray(weights) > 0):
+            raise ValueError(f"{e.path}: {len(weights)} window weights for {len(spans)} windows; they must be one "
+                             "per window, each > 0")
         for (a, b), w in zip(spans, weights):
             parts.append(replace(e, features=e.features[a:b], windows=None, window_weights=None))
             owner.append(i)
@@ -322,12 +327,10 @@ def windowed_predict(model: BiLstmAttention, examples: Sequence[Example], batch_
     Example.window_weights where given; a clip without any is scored whole."""
     parts, owner, weight = _window_views(examples)
     probs = predict(model, parts, batch_size)
-    w = np.asarray(weight)[:, None]
+    owner_, weight_ = np.array(owner, np.int64), np.asarray(weight)
     out = np.zeros((len(examples), probs.shape[1]), np.float64)
-    np.add.at(out, np.array(owner, np.int64), probs * w)
-    total = np.zeros(len(examples))
-    np.add.at(total, np.array(owner, np.int64), np.asarray(weight))
-    return out / total[:, None]
+    np.add.at(out, owner_, probs * weight_[:, None])
+    return out / np.bincount(owner_, weights=weight_, minlength=len(examples))[:, None]
 
 
 def _progress(enabled: bool):

@@ -355,9 +355,11 @@ class Embedded:
 
 
 def embed_clips(base_path: Path, base, clips: Sequence[LabelledClip], threads: int = 1,
-                progress: Optional[Callable[[int], None]] = None) -> Embedded:
+                progress: Optional[Callable[[int], None]] = None, base_labels: bool = True) -> Embedded:
     """Each clip through the shipped path of the base model: its window embeddings and its
-    label from the base. Unreadable clips and clips without speech are recorded as problems."""
+    label from the base as it ships (with `base_labels` False, the base's label is only that
+    of its windows, which spares the pass over each segment). Unreadable clips and clips
+    without speech are recorded as problems."""
     from ser_edge.audio import AudioError
     from ser_edge.recognizer import Recognizer
 
@@ -370,7 +372,8 @@ def embed_clips(base_path: Path, base, clips: Sequence[LabelledClip], threads: i
     windows: list[np.ndarray] = []
     # The base decides as it ships (its own decision: a pass over each segment); the window
     # just scored is the recorder's last embedding when the stream reports the window.
-    recognizer = Recognizer(recorder, on_window=lambda w: windows.append(recorder.embeddings[-1]))
+    recognizer = Recognizer(recorder, on_window=lambda w: windows.append(recorder.embeddings[-1]),
+                            decision=None if base_labels else "windows")
     out = Embedded([], [])
     for i, clip in enumerate(clips):
         recorder.embeddings = []
@@ -430,8 +433,9 @@ def adapt(clips: Sequence[LabelledClip], out: str | os.PathLike[str],
     base = onnx.load(str(base_path))
     labels = sorted({clip.label for clip in clips})
     _check_counts(Counter(clip.label for clip in clips), "")
-    if embedded is None:
-        embedded = embed_clips(base_path, base, clips, threads, progress)
+    if embedded is None:  # the base's own labels are needed only where they are the clips' labels
+        embedded = embed_clips(base_path, base, clips, threads, progress,
+                               base_labels=sorted(base_model.labels) == labels)
     problems = {str(clips[i].path): why for i, why in embedded.problems.items()}
     usable = [i for i in range(len(clips)) if i not in embedded.problems]
     _check_counts(Counter({lab: sum(clips[i].label == lab for i in usable) for lab in labels}),

@@ -459,6 +459,8 @@ def info(model: Optional[Path] = typer.Option(None, help="An exported ser-edge m
         value = m.info[key]
         table.add_row(key, ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
     table.add_row("size", f"{m.info['size_mb']:.2f} MB")
+    table.add_row("decision", "each speech segment in one pass, with context" if m.decision == "segment"
+                  else "each speech segment by the mean of its windows")
     if m.temperature is not None:
         table.add_row("calibration", f"logits divided by a temperature of {m.temperature:.3f}")
     table.add_row("feature config", m.feature_config.to_json())

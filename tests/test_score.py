@@ -231,6 +231,11 @@ def test_min_confidence_labels_unsure_rows_uncertain_and_keeps_their_probabiliti
     assert any(r["label"] == "uncertain" for r in after) and any(r["label"] != "uncertain" for r in after)
 
 
+def test_info_says_how_the_model_decides():
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0 and "each speech segment in one pass, with context" in result.output
+
+
 def test_decision_option_picks_how_segments_are_decided(tmp_path):
     from ser_edge.recognizer import Recognizer
 

@@ -182,15 +182,16 @@ def embedding_model(base) -> "object":
 
 
 class _EmbeddingRecorder(OnnxModel):
-    """An OnnxModel that also keeps the embedding of every window it scores (for the stream's path)."""
+    """An OnnxModel that also keeps the embedding of the last input it scored (the stream scores
+    one window or segment at a time)."""
 
     def __init__(self, path: Path, threads: int) -> None:
         super().__init__(path, threads=threads)
-        self.embeddings: list[np.ndarray] = []
+        self.last: Optional[np.ndarray] = None
 
     def run(self, features, lengths):
         logits, attention, emb = self._outputs(["logits", "attention", EMBEDDING], features, lengths)
-        self.embeddings.extend(np.asarray(emb, np.float32))
+        self.last = np.asarray(emb[-1], np.float32)
         return softmax(logits), attention
 
 
@@ -372,11 +373,10 @@ def embed_clips(base_path: Path, base, clips: Sequence[LabelledClip], threads: i
     windows: list[np.ndarray] = []
     # The base decides as it ships (its own decision: a pass over each segment); the window
     # just scored is the recorder's last embedding when the stream reports the window.
-    recognizer = Recognizer(recorder, on_window=lambda w: windows.append(recorder.embeddings[-1]),
+    recognizer = Recognizer(recorder, on_window=lambda w: windows.append(recorder.last),
                             decision=None if base_labels else "windows")
     out = Embedded([], [])
     for i, clip in enumerate(clips):
-        recorder.embeddings = []
         windows.clear()
         try:
             prediction = recognizer.predict_file(clip.path)

@@ -118,15 +118,31 @@ def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path,
     assert OnnxModel(models / "default.int8.onnx").training["uar_int8"] == {"emodb": round(uar, 4)}
     new_card = (models / "MODEL_CARD.md").read_text()
     assert "stale" not in new_card and f"| {100 * uar:.1f} |" in new_card
-    fresh_head = head.replace("Stale words on\nwindows.", bundle.RUNTIME_SENTENCE)
+    fresh_head = head.replace("Stale words on\nwindows.", bundle.RUNTIME_SENTENCE["segment"])
     assert new_card.startswith(fresh_head + bundle.QUALITY_SECTION + "\nProtocol: joint: ")
     assert new_card.endswith("\n\nkept text\n")
-    assert bundle.SHIPPED_PATH in new_card.replace("\n", " ")  # the words say how the figures were scored
+    assert bundle.SHIPPED_PATH["segment"] in new_card.replace("\n", " ")  # the words say how they were scored
     from ser_edge.stream import CONTEXT_S
 
     # ... and they are the runtime's defaults
-    assert Recognizer(DEFAULT_MODEL).decision == "segment" and f"with {CONTEXT_S:g} s of" in bundle.SHIPPED_PATH
+    assert Recognizer(DEFAULT_MODEL).decision == "segment" and f"with {CONTEXT_S:g} s of" in bundle.SHIPPED_PATH["segment"]
     assert saved["summary"]["protocol"].startswith("joint: ") and "context" in saved["summary"]["protocol"]
+    # Fold models that ask to be decided by their windows are scored so, and the card says so.
+    import onnx
+
+    from ser_edge.model import set_metadata
+
+    graph = onnx.load(str(DEFAULT_MODEL))
+    set_metadata(graph, {**{p.key: p.value for p in graph.metadata_props}, "ser_edge.decision": "windows"})
+    for name in ("fold2.onnx", "fold2.int8.onnx"):
+        onnx.save(graph, str(work / name))
+    assert bundle.main(argv) == 0
+    saved = json.loads((models / "card_scores.json").read_text())
+    windows = [Recognizer(DEFAULT_MODEL, decision="windows").predict_file(c.path).label for c in clips]
+    assert [r["int8"] for r in saved["clips"]] == windows
+    card = (models / "MODEL_CARD.md").read_text().replace("\n", " ")
+    assert bundle.SHIPPED_PATH["windows"] in card and bundle.RUNTIME_SENTENCE["windows"].replace("\n", " ") in card
+    assert bundle.SHIPPED_PATH["segment"] not in card and "mean of the windows" in saved["summary"]["protocol"]
 
 
 def test_the_bundle_command_refuses_a_bad_ensemble_size_before_any_work(tmp_path, capsys):

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 import ser_edge
+from ser_edge.model import OnnxModel
 from ser_edge.stream import CONTEXT_S
 from ser_edge.training.comparison import TITLES, _speaker_folds, clip_id, read_corpora
 from ser_edge.training.corpora import SHARED_LABELS, outside, to_shared
@@ -82,27 +83,33 @@ def _score_shipped_path(work: Path, fold: int, rows: list[dict], clips) -> None:
                 row["windows"] = len(p.windows)
 
 
-#: How `Recognizer` scores a recording by default (the card says so where it gives its figures).
-SHIPPED_PATH = (f"the voice-activity gate, each speech segment decided by one pass of the model over it with "
-                f"{CONTEXT_S:g} s of the audio before and after, the segments' probabilities weighted by their "
-                "durations")
+#: How `Recognizer` scores a recording with a model of each decision (the card says so where it
+#: gives its figures): in a few words for the protocol, and in full.
+SCORED_BY = {"segment": f"each speech segment in one pass, with {CONTEXT_S:g} s of context",
+             "windows": "2 s windows every 0.5 s over speech, the mean of the windows"}
+SHIPPED_PATH = {"segment": f"the voice-activity gate, each speech segment decided by one pass of the model over it "
+                           f"with {CONTEXT_S:g} s of the audio before and after, the segments' probabilities weighted "
+                           "by their durations",
+                "windows": "the voice-activity gate, 2 s windows every 0.5 s over speech, the mean of the windows"}
 #: What the card says of the runtime after its sizes (`--rescore` rewrites it with the figures).
-RUNTIME_SENTENCE = (f"Each speech segment is decided by one pass over it\nwith {CONTEXT_S:g} s of context; live "
-                    "displays also get a 2.0 s window every 0.5 s of speech.")
+RUNTIME_SENTENCE = {"segment": f"Each speech segment is decided by one pass over it\nwith {CONTEXT_S:g} s of "
+                               "context; live displays also get a 2.0 s window every 0.5 s of speech.",
+                    "windows": "Each speech segment is decided by the mean of its\nanalysis windows, 2.0 s every "
+                               "0.5 s over speech."}
 _QUANTISATION = "quantisation (DynamicQuantizeLSTM, MatMulInteger). "
 
 
-def _protocol(folds: int) -> str:
+def _protocol(folds: int, decision: str) -> str:
     return (f"joint: the three corpora pooled on 4 classes, {folds} speaker-grouped folds over the non-development "
-            f"speakers, scored through Recognizer (each speech segment in one pass, with {CONTEXT_S:g} s of context)")
+            f"speakers, scored through Recognizer ({SCORED_BY[decision]})")
 
 
-def _quality_intro(protocol: str, dev: str) -> str:
+def _quality_intro(protocol: str, dev: str, decision: str) -> str:
     """The card's words before its held-out table: the protocol and the path that scored it."""
     return f"""Protocol: {protocol}. Each fold's model is trained with the recipe below on the other
 speakers (the development speakers, {dev}, always train and are never tested), exported and
 quantised like the shipped one; each held-out recording is then scored by `Recognizer` as a user
-would score it: {SHIPPED_PATH}. A
+would score it: {SHIPPED_PATH[decision]}. A
 recording with no speech found counts as wrong. UAR = mean per-class recall, in %; chance is 25.
 Per-clip results: `card_scores.json` beside this card.
 
@@ -226,17 +233,18 @@ def rescore(args: argparse.Namespace) -> int:
     summary = {"uar_int8": {c: round(s["int8"]["uar"], 4) for c, s in scores.items()},
                "uar_fp32": {c: round(s["fp32"]["uar"], 4) for c, s in scores.items()},
                "int8_fp32_agreement": round(agreement, 4)}
-    summary["protocol"] = _protocol(len(folds))
+    decision = OnnxModel(args.work / f"fold{folds[0]}.int8.onnx").decision  # how the fold models were scored
+    summary["protocol"] = _protocol(len(folds), decision)
     saved["summary"].update(summary)
     saved.update({"scores": scores, "clips": rows})
     card_scores.write_text(json.dumps(saved, indent=1) + "\n")
-    intro = _quality_intro(summary["protocol"], _development_text(corpora))
+    intro = _quality_intro(summary["protocol"], _development_text(corpora), decision)
     card = card[:start] + intro + _quality_table(rows, scores, agreement) + card[end:]
     at = card.find(_QUANTISATION)
     if at >= 0:  # the sentence on how the runtime decides, up to the end of its paragraph
         at += len(_QUANTISATION)
         stop = card.find("\n\n", at)
-        card = card[:at] + RUNTIME_SENTENCE + (card[stop:] if stop >= 0 else "\n")
+        card = card[:at] + RUNTIME_SENTENCE[decision] + (card[stop:] if stop >= 0 else "\n")
     else:
         print(f"note: {card_path} has no sentence on how the runtime decides after its sizes; check its first "
               "paragraph by hand", file=sys.stderr)
@@ -352,7 +360,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = {
         "corpora": {c: {"clips": sum(counts[c].values()), "speakers": speakers[c], "per_class": dict(counts[c])}
                     for c in sorted(corpora)},
-        "protocol": _protocol(len(folds)),
+        "protocol": _protocol(len(folds), decision),
         "uar_int8": {c: round(s["int8"]["uar"], 4) for c, s in scores.items()},
         "uar_fp32": {c: round(s["fp32"]["uar"], 4) for c, s in scores.items()},
         "int8_fp32_agreement": round(agreement, 4),
@@ -380,7 +388,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 `default.int8.onnx` ({int8.stat().st_size / 1e6:.2f} MB; the fp32 export is {fp32.stat().st_size / 1e6:.2f} MB):
 {"an ensemble of " + str(len(results)) + " Bi-LSTMs with attention (probabilities averaged in one graph)" if len(results) > 1 else "a Bi-LSTM with attention"} trained with the `{args.recipe}` recipe (below) on {config.dim} values
 per 25 ms frame every 10 ms at 16 kHz; classes {', '.join(labels)}. int8 by onnxruntime dynamic
-{_QUANTISATION}{RUNTIME_SENTENCE}
+{_QUANTISATION}{RUNTIME_SENTENCE[decision]}
 
 ## Data and licences
 {data_lines}
@@ -390,7 +398,7 @@ only**; do not ship it in a commercial product. Train your own with `ser-edge tr
 may use.
 
 {QUALITY_SECTION}
-{_quality_intro(summary['protocol'], _development_text(corpora))}{_quality_table(rows, scores, agreement)}
+{_quality_intro(summary['protocol'], _development_text(corpora), decision)}{_quality_table(rows, scores, agreement)}
 
 These figures are far from what large speech models reach, and natural speech from other
 speakers, languages and microphones will do worse: expect confusions, especially between

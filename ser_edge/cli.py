@@ -317,6 +317,18 @@ def _sounddevice():
     return sounddevice
 
 
+def _recording(path: Optional[Path], rate: int):
+    """The WAV file `listen --record` writes what it is given to (float32, so that scoring it
+    later sees the very samples the stream saw), or a context that does nothing."""
+    import contextlib
+
+    import soundfile as sf
+
+    if path is None:
+        return contextlib.nullcontext()
+    return sf.SoundFile(str(path), "w", samplerate=rate, channels=1, subtype="FLOAT", format="WAV")
+
+
 def _input_device(sd, device: Optional[str]):
     """The device index or name and its native rate; exits with a hint when there is none."""
     spec = int(device) if device is not None and device.isdigit() else device
@@ -344,6 +356,9 @@ def listen(
     hop_s: Optional[float] = typer.Option(None, help="Hop between windows in seconds (default: the model's)."),
     decision: Optional[str] = _DECISION,
     min_confidence: float = _MIN_CONFIDENCE,
+    record: Optional[Path] = typer.Option(
+        None, help="Also write what the microphone gave to this WAV file (32-bit float, the device's rate, "
+                   "replacing the file): offline scoring of it finds the same events."),
 ) -> None:
     """Classify the emotion of live speech from the microphone.
 
@@ -354,6 +369,12 @@ def listen(
     import queue
 
     _check_decision(decision)
+    if record is not None and record.suffix.lower() != ".wav":
+        typer.echo(f"error: --record writes a WAV file: give a name ending in .wav, not {record.name!r}", err=True)
+        raise typer.Exit(code=2)
+    if record is not None and not record.parent.is_dir():
+        typer.echo(f"error: cannot record to {record}: the folder {record.parent} does not exist", err=True)
+        raise typer.Exit(code=2)
     sd = _sounddevice()
     if list_devices:
         inputs = [(i, d) for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
@@ -420,7 +441,12 @@ def listen(
 
     live = None if json_lines else Live(view(), console=err_console, refresh_per_second=8)
     try:
-        with audio:
+        recording = _recording(record, rate)
+    except RuntimeError as err:  # soundfile's error for a path it cannot open for writing
+        typer.echo(f"error: cannot record to {record}: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    try:
+        with audio, recording:
             if live:
                 live.start()
             while duration is None or stream.seconds < duration:
@@ -428,6 +454,8 @@ def listen(
                     chunk = chunks.get(timeout=0.5)
                 except queue.Empty:
                     continue
+                if record is not None:
+                    recording.write(chunk)
                 on_events(stream.push(chunk, rate))
                 if live:
                     live.update(view())

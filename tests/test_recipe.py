@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -30,7 +32,8 @@ def _config(**kw):
 
 @pytest.mark.parametrize("kw", [dict(), dict(normalise="level", level_groups=((0, 8),)), dict(deltas=2),
                                 dict(subsample=3), dict(normalise="none", deltas=1, subsample=2),
-                                dict(normalise="level", level_groups=((0, 8),), subsample=3, stats=True)])
+                                dict(normalise="level", level_groups=((0, 8),), subsample=3, stats=True),
+                                dict(normalise="level-power", level_groups=((0, 8), (9, 10)), deltas=2, subsample=3)])
 def test_a_padded_batch_scores_each_item_as_if_alone_with_every_front_end(kw):
     torch.manual_seed(0)
     model = BiLstmAttention(_config(**kw)).eval()
@@ -60,6 +63,40 @@ def test_level_normalisation_cancels_a_gain_but_keeps_the_spectral_shape():
     torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-3)
     # The per-band mean over time (the window's spectral shape) is kept, unlike "mean".
     assert float(a[:, 0, :40].mean(0).std()) > 0.1
+
+
+def test_power_weighted_level_cancels_a_gain_and_ignores_silence_around_the_speech():
+    fc = FeatureConfig.preset("logmel").replace(blocks=["logmel", "prosody"])
+    groups = level_groups(fc)
+    rng = np.random.default_rng(0)
+    speech = (rng.standard_normal(16000) * np.linspace(0.1, 1, 16000)).astype(np.float32)
+    silence = np.zeros(8000, np.float32)
+
+    def normalised(signal, power):
+        x = torch.from_numpy(extract(signal, fc))[:, None, :]
+        return level_normalise(x, torch.tensor([x.shape[0]]), groups, power=power)[..., :41]
+
+    base, loud = normalised(speech, True), normalised(speech * 7.0, True)
+    torch.testing.assert_close(base, loud, atol=2e-3, rtol=1e-3)
+    # Half a second of digital silence before the speech: the plain mean level falls by
+    # several natural-log units (every speech frame then looks louder); the power-weighted
+    # level stays where it was (frames of silence carry ~1e-10 of the speech's power).
+    n = base.shape[0]
+    for power, most in ((True, 1e-3), (False, None)):
+        padded = normalised(np.concatenate([silence, speech]), power)[-n + 3:]  # frames wholly in the speech
+        shift = (padded - normalised(speech, power)[-n + 3:]).abs().mean()
+        if most is None:
+            assert float(shift) > 3.0
+        else:
+            assert float(shift) < most
+    # The level is a mean: one frame 30 dB above the rest sets it (nearly) alone, unlike the plain mean.
+    x = torch.zeros(100, 1, 4)
+    x[50] = math.log(1000.0)
+    lengths = torch.tensor([100])
+    power = level_normalise(x, lengths, ((0, 4),), power=True)
+    plain = level_normalise(x, lengths, ((0, 4),))
+    assert float(power[50, 0, 0]) == pytest.approx(math.log(1000.0) * (1 - 1000 / 1099), abs=1e-4)
+    assert float(plain[50, 0, 0]) == pytest.approx(math.log(1000.0) * 0.99, abs=1e-4)
 
 
 def test_deltas_equal_the_regression_formula_inside_and_repeat_edges():
@@ -409,7 +446,8 @@ def _step_clips(n, dim, seed):
     return out
 
 
-@pytest.mark.parametrize("normalise, stats", [("mean", False), ("level", False), ("level", True)])
+@pytest.mark.parametrize("normalise, stats", [("mean", False), ("level", False), ("level", True),
+                                              ("level-power", False)])
 def test_the_default_front_end_exports_to_onnx_and_matches_torch(tmp_path, normalise, stats):
     pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")

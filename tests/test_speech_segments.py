@@ -128,3 +128,34 @@ def test_the_segments_option_is_checked_and_left_out_of_older_recipes():
     from ser_edge.training.export import decision_for
 
     assert decision_for(TrainConfig(segments=0.3).to_dict()) == "segment"  # what the runtime decides on
+
+
+def test_widened_segments_reach_from_the_segment_to_the_whole_clip():
+    import torch
+
+    from ser_edge.training.trainer import _batches
+
+    features = np.random.default_rng(0).standard_normal((200, 3)).astype(np.float32)
+    example = Example(features, 0, "s", Path("a.wav"), windows=np.array([[50, 120]]))
+    plain = Example(features, 0, "s", Path("b.wav"))  # no segment: whole, widened or not
+    rng = np.random.default_rng(1)
+    starts, stops = set(), set()
+    for _ in range(400):
+        (x, lengths, _), = _batches([example, plain], np.arange(2), 2, torch.device("cpu"), rng=rng, windows=True,
+                                     widen=True)
+        n = int(lengths[0])
+        found = [(a, a + n) for a in range(0, 51) if a + n >= 120 and np.array_equal(x[0, :n].numpy(),
+                                                                                   features[a:a + n])]
+        assert found, "a widened item is not a stretch of the clip holding the segment"
+        starts.add(found[0][0])
+        stops.add(found[0][1])
+        assert int(lengths[1]) == 200
+    assert min(starts) == 0 and max(starts) == 50 and min(stops) == 120 and max(stops) == 200
+    assert len(starts) > 40 and len(stops) > 60  # every amount of context, not a few
+
+
+def test_the_widen_option_needs_segments():
+    assert "segments_widen" not in TrainConfig(segments=0.3).to_dict()
+    assert TrainConfig(segments=0.3, segments_widen=True).to_dict()["segments_widen"] is True
+    with pytest.raises(ValueError, match="segments_widen needs segments"):
+        TrainConfig(segments_widen=True)

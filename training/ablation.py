@@ -135,6 +135,17 @@ _row("multicond-windows", "multicond-deltas", "each epoch every training clip cu
 _row("multicond-segments", "multicond-deltas", "each epoch every training clip cut to one of its speech segments "
      "with 0.3 s of context either side (what the runtime decides on); validation as the runtime decides",
      train={"segments": 0.3})
+# Fifteenth round: the window's level taken as a power-weighted mean of its frames' log levels.
+# With the plain mean, the near-silent frames a window holds (a corpus's lead-in, pauses) pull
+# its level down and lift every speech frame after normalisation: digital silence before a
+# segment moved the development speakers' RAVDESS UAR as much as the corpus's own lead-in did.
+# Also: the segments of multicond-segments, widened each epoch by random amounts up to the clip's
+# edges, so that the model sees every amount of context between the runtime's and the whole clip.
+_row("multicond-segments-widen", "multicond-segments", "each epoch the drawn segment widened on each side by a "
+     "random amount up to the clip's edge (from the segment with 0.3 s of context to the whole clip)",
+     train={"segments_widen": True})
+_row("multicond-deltas-power", "multicond-deltas", "the window's level as the power-weighted mean of its frames' "
+     "log levels (near-silent frames hardly count)", model={"normalise": "level-power"})
 
 
 def resolve(name: str) -> Recipe:

@@ -7,7 +7,10 @@ exported graph needs nothing else:
    context), without look-ahead beyond it:
    "mean" (the seed's) removes each dimension's mean over the window; "level" removes only
    what a gain can change: one scalar per log-spectral block (in the log domain a gain is
-   the same shift in every band), so the window's spectral shape is kept;
+   the same shift in every band), so the window's spectral shape is kept; "level-power"
+   removes the same scalar but takes it as a power-weighted mean over the frames (each
+   frame's weight is its share of the window's power), so near-silent frames hardly count
+   and the level does not depend on how much silence the window holds;
 2. optional deltas (and delta-deltas) over time, computed within each item's own frames;
 3. the dataset's per-dimension mean and standard deviation (of the training windows after
    steps 1-2) standardise the values;
@@ -31,7 +34,7 @@ from torch import nn
 __all__ = ["BiLstm", "BiLstmAttention", "Ensemble", "ModelConfig", "SpecAugment", "deltas", "level_groups",
            "reverse_index", "window_normalise", "window_stats"]
 
-NORMALISATIONS = ("mean", "level", "none")
+NORMALISATIONS = ("mean", "level", "level-power", "none")
 
 
 def level_groups(feature_config) -> tuple[tuple[int, int], ...]:
@@ -59,7 +62,7 @@ class ModelConfig:
     hidden2: int = 128  # per direction
     dense: int = 128
     dropout: float = 0.3
-    normalise: str = "mean"   # "mean" (per dimension, the seed's), "level" (per gain group) or "none"
+    normalise: str = "mean"   # "mean" (per dimension, the seed's), "level" or "level-power" (per gain group), "none"
     level_groups: tuple[tuple[int, int], ...] = ()  # for "level": see level_groups()
     deltas: int = 0           # 0: none, 1: + deltas, 2: + deltas and delta-deltas
     subsample: int = 1        # frames mean-pooled before the LSTMs
@@ -103,9 +106,12 @@ def window_normalise(features: torch.Tensor, lengths: torch.Tensor) -> torch.Ten
 
 
 def level_normalise(features: torch.Tensor, lengths: torch.Tensor,
-                    groups: tuple[tuple[int, int], ...]) -> torch.Tensor:
-    """Subtract, per item and per group of dimensions, one mean over its valid frames and the
-    group's dimensions; other dimensions are left as they are. Padding becomes zero."""
+                    groups: tuple[tuple[int, int], ...], power: bool = False) -> torch.Tensor:
+    """Subtract, per item and per group of dimensions, one level: the mean over its valid frames
+    and the group's dimensions, or with `power` the frames' means over the group's dimensions
+    (natural-log powers) averaged with weights proportional to exp(frame mean), i.e. to each
+    frame's power (a frame 10 dB down counts a tenth; a gain shifts the level and nothing
+    else). Other dimensions are left as they are. Padding becomes zero."""
     mask = _mask(lengths, features.shape[0], features.dtype)[..., None]
     x = features * mask
     n = lengths.clamp(min=1).to(features.dtype)
@@ -114,7 +120,12 @@ def level_normalise(features: torch.Tensor, lengths: torch.Tensor,
         if start > at:
             parts.append(x[..., at:start])
         block = x[..., start:stop]
-        level = block.sum(dim=(0, 2)) / (n * (stop - start))  # [B]
+        if power:
+            frame = block.mean(dim=2)  # [T, B]
+            weights = torch.softmax(torch.where(mask[..., 0] > 0, frame, torch.full_like(frame, -1e4)), dim=0)
+            level = (weights * frame).sum(dim=0)  # [B]
+        else:
+            level = block.sum(dim=(0, 2)) / (n * (stop - start))  # [B]
         parts.append((block - level[None, :, None]) * mask)
         at = stop
     if at < features.shape[-1]:
@@ -256,8 +267,8 @@ class BiLstmAttention(nn.Module):
         c = self.config
         if c.normalise == "mean":
             x = window_normalise(x, lengths)
-        elif c.normalise == "level":
-            x = level_normalise(x, lengths, c.level_groups)
+        elif c.normalise in ("level", "level-power"):
+            x = level_normalise(x, lengths, c.level_groups, power=c.normalise == "level-power")
         else:
             x = x * _mask(lengths, x.shape[0], x.dtype)[..., None]
         return deltas(x, lengths, c.deltas) if c.deltas else x

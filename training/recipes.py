@@ -121,6 +121,7 @@ def describe(recipe: Recipe) -> str:
     parts = [
         f"features: {' + '.join(blocks[b] for b in f.blocks)} ({f.dim} per {1000 * f.hop_s:g} ms frame)",
         {"mean": "per-window mean removal per dimension", "level": "per-window gain removal",
+         "level-power": "per-window gain removal by the power-weighted mean of the frames' log levels",
          "none": "no window normalisation"}[m.normalise],
         *(["deltas" + (" and delta-deltas" if m.deltas == 2 else "")] if m.deltas else []),
         *([f"{m.subsample}-frame mean pooling"] if m.subsample > 1 else []),
@@ -142,7 +143,9 @@ def describe(recipe: Recipe) -> str:
            "each clip's windows"] if t.windows else []),
         *([f"trained on what the runtime decides on (each speech segment the voice-activity gate finds in a clip, "
            f"with {t.segments:g} s of the audio either side, one drawn per clip and epoch), validated as the runtime "
-           "decides (the segments weighted by their lengths)"] if t.segments >= 0 else []),
+           "decides (the segments weighted by their lengths)"
+           + ("; each epoch the segment is widened on each side by a random amount up to the clip's edge"
+              if t.segments_widen else "")] if t.segments >= 0 else []),
         *([f"the second LSTM's outputs, through a training-only projection, regress the Whisper-base teacher's "
            f"encoder frames (cosine, weight {t.frame_distill:g})"] if t.frame_distill else []),
         *([f"a training-only {t.adversary} classifier on the pooled attention vector"

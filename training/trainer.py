@@ -55,6 +55,10 @@ class TrainConfig:
     # side (most clips hold one), and validation scores each clip as the runtime does, its
     # segments' probabilities weighted by their lengths. < 0 trains on whole clips.
     segments: float = -1.0
+    # With segments: each epoch the drawn segment is widened on each side by a random number of
+    # frames, drawn uniformly up to the clip's edge, so training sees everything from the
+    # segment with its context to the whole clip (validation still as the runtime decides).
+    segments_widen: bool = False
     spec_augment: tuple[int, int, int, int] = (0, 0, 0, 0)  # freq masks, max width, time masks, max width
     # Distillation from a teacher's targets on the training examples (Example.soft / target_embedding):
     distill: float = 0.0         # weight of KL(teacher || student) at `temperature` (times T^2); CE gets 1 - distill
@@ -99,6 +103,8 @@ class TrainConfig:
                              f"frame_distill; got {self.windows}")
         if not -math.inf < self.segments < math.inf:
             raise ValueError(f"segments must be a finite number of seconds (< 0: off), got {self.segments}")
+        if self.segments_widen and self.segments < 0:
+            raise ValueError("segments_widen needs segments >= 0 (it widens the segments trained on)")
         if self.segments >= 0 and (self.windows or self.crop_frames or self.frame_distill):
             raise ValueError("segments cannot be combined with windows, crop_frames or frame_distill")
         if len(self.spec_augment) != 4 or min(self.spec_augment) < 0:
@@ -138,6 +144,8 @@ class TrainConfig:
             del out["windows"]
         if self.segments < 0:
             del out["segments"]
+        if not self.segments_widen:
+            del out["segments_widen"]
         return out
 
     @property
@@ -204,10 +212,11 @@ def _bucketed(examples: Sequence[Example], order: np.ndarray, batch_size: int,
 
 def _batches(examples: Sequence[Example], order: np.ndarray, batch_size: int, device: torch.device,
              batches: Optional[list[np.ndarray]] = None, crop: int = 0,
-             rng: Optional[np.random.Generator] = None, windows: bool = False):
+             rng: Optional[np.random.Generator] = None, windows: bool = False, widen: bool = False):
     """(features, lengths, labels) per batch; `crop` > 0 cuts longer clips to that many frames
     at a random start; `windows` cuts each clip to one of its speech windows (Example.windows)
-    at random, a clip without any kept whole."""
+    at random, a clip without any kept whole; `widen` then moves the window's start and end
+    outwards by random amounts, each drawn uniformly up to the clip's edge."""
     if batches is None:
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     for batch in batches:
@@ -217,8 +226,13 @@ def _batches(examples: Sequence[Example], order: np.ndarray, batch_size: int, de
             feats = [f if len(f) <= crop else f[(s := int(rng.integers(len(f) - crop + 1))) : s + crop]
                      for f in feats]
         elif windows:
-            feats = [e.features if e.windows is None or not len(e.windows)
-                     else e.features[slice(*e.windows[int(rng.integers(len(e.windows)))])] for e in items]
+            spans = [None if e.windows is None or not len(e.windows) else e.windows[int(rng.integers(len(e.windows)))]
+                     for e in items]
+            if widen:
+                spans = [None if span is None else (int(rng.integers(int(span[0]) + 1)),
+                                                     int(rng.integers(int(span[1]), len(e.features) + 1)))
+                         for e, span in zip(items, spans)]
+            feats = [e.features if span is None else e.features[slice(*span)] for e, span in zip(items, spans)]
         lengths = torch.tensor([len(f) for f in feats], dtype=torch.int64)
         T, D = int(lengths.max()), feats[0].shape[1]
         x = np.zeros((len(items), T, D), np.float32)
@@ -413,7 +427,8 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
             with _progress(progress) as bar:
                 task = bar.add_task(f"epoch {epoch} of {config.max_epochs}", total=len(batches)) if bar else None
                 for b, (x, lengths, y) in enumerate(_batches(train, order, config.batch_size, device, batches,
-                                                             config.crop_frames, rng, config.pieces)):
+                                                             config.crop_frames, rng, config.pieces,
+                                                             config.segments_widen)):
                     optimiser.zero_grad()
                     logits, _, context, (h, steps) = model(x, lengths, return_context=True, return_steps=True)
                     items = [train[i] for i in batches[b]]

@@ -1,0 +1,82 @@
+"""The development check: fold models trained once and cached, every held-out development clip
+scored through the runtime with each decision, the lead-in probe, and its table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("torch", reason="the train extra (torch) is not installed")
+
+from conftest import quiet, voiced  # noqa: E402
+from ser_edge.recognizer import Recognizer  # noqa: E402
+from ser_edge.training import devcheck  # noqa: E402
+from ser_edge.training.ablation import dev_tasks  # noqa: E402
+from ser_edge.training.corpora import read_emodb, read_ravdess  # noqa: E402
+from ser_edge.training.recipes import get_recipe  # noqa: E402
+from ser_edge.training.splits import is_development  # noqa: E402
+
+RATE = 16000
+
+
+def _clip(path, f0, lead_s, seed):
+    sf.write(path, np.concatenate([quiet(lead_s, seed), voiced(1.2, f0, seed), quiet(0.3, seed + 1)]), RATE)
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpora")
+    (root / "emodb").mkdir()
+    for s in ("11", "14", "03"):  # 11 and 14 are development speakers
+        for n, letter in enumerate("WFNT"):  # anger, happiness, neutral, sadness
+            _clip(root / "emodb" / f"{s}a0{n % 2 + 1}{letter}a.wav", 110 + 45 * n + int(s), 0.6, 10 * n + int(s))
+    for a in ("01", "02", "03", "04", "05"):  # 01-04 are development actors
+        (root / "ravdess" / f"Actor_{a}").mkdir(parents=True)
+        for n, e in enumerate(("01", "03", "04", "05")):  # neutral, happy, sad, angry
+            _clip(root / "ravdess" / f"Actor_{a}" / f"03-01-{e}-01-01-01-{a}.wav", 120 + 40 * n + int(a), 1.0,
+                  100 + 10 * n + int(a))
+    return {"emodb": read_emodb(root / "emodb"), "ravdess": read_ravdess(root / "ravdess")}
+
+
+def test_fold_models_are_trained_once_and_every_held_out_clip_is_scored_each_way(corpora, tmp_path, monkeypatch):
+    monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
+    task = dev_tasks(corpora)[0]
+    assert all(is_development(c.group) for c in task.clips)
+    recipe = get_recipe("multicond-deltas").derive(
+        model={"hidden1": 8, "hidden2": 4, "dense": 4}, train={"max_epochs": 1, "device": "cpu"})
+    said = []
+    paths = devcheck.fold_models(task, recipe, tmp_path / "dev", members=2, log=said.append)
+    assert [p.name for p in paths] == [f"fold{n}.int8.onnx" for n in range(len(task.splits))]
+    assert len(said) == len(task.splits)
+    again = []
+    assert devcheck.fold_models(task, recipe, tmp_path / "dev", members=2, log=again.append) == paths
+    assert again == []  # cached: nothing trained the second time
+
+    rows = devcheck.score_clips(task, paths, lead_in=True)
+    held_out = [task.clips[i] for _, test in task.splits for i in test]
+    assert [r["path"] for r in rows] == [str(c.path) for c in held_out]
+    for row, (clip, path) in zip(rows, [(task.clips[i], p) for (_, test), p in zip(task.splits, paths) for i in test]):
+        assert row["true"] == clip.label and row["corpus"] == clip.corpus
+        assert row["segment"] == Recognizer(str(path)).predict_file(clip.path).label  # the runtime's default
+        assert row["windows"] == Recognizer(str(path), decision="windows").predict_file(clip.path).label
+        assert set(devcheck.LEAD_INS) <= set(row) and {row[c] for c in devcheck.LEAD_INS} <= set(task.labels)
+    text = devcheck.table(rows, task.labels, [*devcheck.DECISIONS, *devcheck.LEAD_INS])
+    assert text.splitlines()[0].startswith("| corpus | clips | segment | windows | whole clip | first segment")
+    assert [line.split("|")[1].strip() for line in text.splitlines()[2:]] == ["emodb", "ravdess", "mean"]
+
+
+def test_the_table_gives_each_corpus_uar_and_their_mean():
+    labels = ["angry", "sad"]
+    rows = [{"corpus": "a", "true": "angry", "x": "angry"}, {"corpus": "a", "true": "sad", "x": "angry"},
+            {"corpus": "b", "true": "angry", "x": "angry"}, {"corpus": "b", "true": "sad", "x": None}]
+    lines = devcheck.table(rows, labels, ["x", "not scored"]).splitlines()
+    assert lines[0] == "| corpus | clips | x |"  # a column no row has is left out
+    assert lines[2] == "| a | 2 | 50.0 |" and lines[3] == "| b | 2 | 50.0 |"  # no label: a miss
+    assert lines[4] == "| mean | | **50.0** |"
+
+
+def test_the_command_needs_two_corpora(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        devcheck.main(["--emodb", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2 and "at least two corpora" in capsys.readouterr().err

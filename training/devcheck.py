@@ -1,0 +1,175 @@
+"""The development check: one recipe row on the development speakers, scored as the runtime decides.
+
+    python -m ser_edge.training.devcheck --urdu ../shared/data/urdu --emodb ../shared/data/emodb-2s \
+        --ravdess ../shared/data/ravdess --row multicond-deltas --out build/devcheck/multicond-deltas
+
+The development protocol's joint task (its 4 speaker folds over the development speakers of
+every corpus given; no clip of a card's or of the comparison's tests): per fold an ensemble of
+the row's recipe (`--members`, seeds 0..members-1) is trained, exported and quantised to int8
+(cached in `--out`, so a second run only scores), and every held-out clip is scored through
+the runtime (`Recognizer`) with each decision: "segment" (one pass over each speech segment
+with its context, the default) and "windows" (the mean of the 2 s windows), and as one whole
+clip. The UAR of each corpus and their mean are printed and written to `--out`/DEVCHECK.md
+(per clip: rows.json). About 6 minutes for `multicond-deltas` on one CPU core.
+
+`--lead-in` adds a probe of what the audio before a clip's first speech segment gives the
+model: that segment with the runtime's 0.3 s of context, then with 0.7 s more before it taken
+from the clip's own lead-in, from digital silence, from white noise at -60 dBFS and from the
+lead-in of another held-out clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["DECISIONS", "LEAD_INS", "fold_models", "main", "score_clips", "table"]
+
+DECISIONS = ("segment", "windows", "whole clip")
+LEAD_INS = ("first segment", "+ own lead-in", "+ digital silence", "+ white -60 dBFS", "+ another clip's")
+EXTRA_S = 0.7  # the lead-in the probe adds before the segment's 0.3 s of context
+
+
+def fold_models(task, recipe, out: Path, members: int, device: str = "cpu",
+                log: Callable[[str], None] = print) -> list[Path]:
+    """The int8 model of every fold of `task` (trained, exported and quantised where `out` does
+    not hold it yet)."""
+    from ser_edge.training.comparison import _STATE, _examples
+    from ser_edge.training.data import FeatureCache
+    from ser_edge.training.export import decision_for, export_onnx, quantise_int8
+    from ser_edge.training.protocols import fit_ensemble
+
+    out.mkdir(parents=True, exist_ok=True)
+    _STATE.update(tasks={task.name: task}, device=device, overrides={})
+    cache = FeatureCache(recipe.features)
+    paths = []
+    for n, (train, _) in enumerate(task.splits):
+        path = out / f"fold{n}.int8.onnx"
+        if not path.exists():
+            start = time.perf_counter()
+            always = task.always[n] if task.always else []
+            model, _ = fit_ensemble(_examples(task, train, cache), recipe.model_config(len(task.labels)),
+                                    recipe.train, members=members, augment=recipe.augmenter(cache),
+                                    always=_examples(task, always, cache))
+            fp32 = export_onnx(model, recipe.features, task.labels, out / f"fold{n}.onnx",
+                               decision=decision_for(recipe.train.to_dict()))
+            quantise_int8(fp32, path)
+            log(f"fold {n}: trained in {time.perf_counter() - start:.0f} s")
+        paths.append(path)
+    return paths
+
+
+def _lead_in_columns(model, x: np.ndarray, first, other: np.ndarray, rng: np.random.Generator) -> dict:
+    """The labels of the probe's columns for a clip `x` whose first event is `first`; `other` is
+    the lead-in of another clip."""
+    from ser_edge.features import extract
+
+    rate = model.feature_config.sample_rate
+    a = max(0, int((first.start_s - 0.3) * rate))
+    b = min(len(x), int((first.end_s + 0.3) * rate))
+    own = x[max(0, a - int(EXTRA_S * rate)):a]
+    before = {"first segment": x[:0], "+ own lead-in": own, "+ digital silence": np.zeros(len(own), np.float32),
+              "+ white -60 dBFS": (1e-3 * rng.standard_normal(len(own))).astype(np.float32),
+              "+ another clip's": other}
+    out = {}
+    for column, lead in before.items():
+        p, _ = model.score(extract(np.concatenate([lead.astype(np.float32), x[a:b]]), model.feature_config))
+        out[column] = model.labels[int(np.argmax(p))]
+    return out
+
+
+def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int = 1) -> list[dict]:
+    """Per held-out clip: its corpus, true label and the label of every column."""
+    from ser_edge.audio import load
+    from ser_edge.features import extract
+    from ser_edge.recognizer import Recognizer
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for (_, test), path in zip(task.splits, paths):
+        by = {d: Recognizer(str(path), threads=threads, decision=d) for d in ("segment", "windows")}
+        model = by["segment"].model
+        rate = model.feature_config.sample_rate
+        audio = [load(task.clips[i].path, rate) for i in test]
+        results = {d: [r.predict(x, rate) for x in audio] for d, r in by.items()}
+        for j, i in enumerate(test):
+            clip, x = task.clips[i], audio[j]
+            whole, _ = model.score(extract(x, model.feature_config))
+            row = {"path": str(clip.path), "corpus": clip.corpus, "true": clip.label,
+                   "segment": results["segment"][j].label, "windows": results["windows"][j].label,
+                   "whole clip": model.labels[int(np.argmax(whole))]}
+            events = results["segment"][j].events
+            if lead_in and events:
+                k = (j + 1 + int(rng.integers(max(1, len(test) - 1)))) % len(test)  # another clip, drawn
+                first_other = results["segment"][k].events
+                start = max(0, int((first_other[0].start_s - 0.3) * rate)) if first_other else len(audio[k])
+                other = audio[k][max(0, start - int(EXTRA_S * rate)):start]
+                row.update(_lead_in_columns(model, x, events[0], other, rng))
+            rows.append(row)
+    return rows
+
+
+def table(rows: Sequence[dict], labels: Sequence[str], columns: Sequence[str]) -> str:
+    """A markdown table: UAR (%) of every column per corpus (clips where it has a label; a clip
+    without speech counts as a miss) and the mean over the corpora."""
+    from ser_edge.training.metrics import report_with_misses
+
+    columns = [c for c in columns if any(c in r for r in rows)]
+    corpora = sorted({r["corpus"] for r in rows})
+    lines = ["| corpus | clips | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
+    means = {c: [] for c in columns}
+    for corpus in corpora:
+        cells = []
+        for c in columns:
+            chosen = [r for r in rows if r["corpus"] == corpus and c in r]
+            uar = 100 * report_with_misses([r["true"] for r in chosen], [r[c] for r in chosen], list(labels))["uar"]
+            means[c].append(uar)
+            cells.append(f"{uar:.1f}")
+        lines.append(f"| {corpus} | {sum(r['corpus'] == corpus for r in rows)} | " + " | ".join(cells) + " |")
+    lines.append("| mean | | " + " | ".join(f"**{np.mean(means[c]):.1f}**" for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for name in ("urdu", "emodb", "ravdess"):
+        parser.add_argument(f"--{name}", type=Path, help=f"the {name} corpus folder")
+    parser.add_argument("--row", default="multicond-deltas", help="an ablation row or a recipe name")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the fold models and the table")
+    parser.add_argument("--members", type=int, default=3, help="models per fold (seeds 0..members-1)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
+    parser.add_argument("--lead-in", action="store_true", help="add the probe of the audio before the speech")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    from ser_edge.training.ablation import dev_tasks
+    from ser_edge.training.comparison import read_corpora
+    from ser_edge.training.recipes import get_recipe
+
+    torch.set_num_threads(args.threads)
+    paths = {name: getattr(args, name) for name in ("urdu", "emodb", "ravdess") if getattr(args, name)}
+    if len(paths) < 2:
+        parser.error("give at least two corpora (--urdu, --emodb, --ravdess)")
+    recipe = get_recipe(args.row).derive(train={"seed": 0, "device": args.device})
+    task = dev_tasks(read_corpora(paths, args.row))[0]
+    models = fold_models(task, recipe, args.out, args.members, args.device)
+    rows = score_clips(task, models, lead_in=args.lead_in, threads=args.threads)
+    (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
+    text = table(rows, task.labels, [*DECISIONS, *(LEAD_INS if args.lead_in else ())])
+    (args.out / "DEVCHECK.md").write_text(
+        f"# Development check: {args.row} ×{args.members}, int8\n\nUAR (%) of the development protocol's joint "
+        f"folds ({len(rows)} held-out clips), through the runtime.\n\n{text}\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

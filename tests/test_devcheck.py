@@ -55,7 +55,8 @@ def test_fold_models_are_trained_once_and_every_held_out_clip_is_scored_each_way
 
     rows = devcheck.score_clips(task, paths, lead_in=True)
     held_out = [task.clips[i] for _, test in task.splits for i in test]
-    assert [r["path"] for r in rows] == [str(c.path) for c in held_out]
+    assert [r["clip"] for r in rows] == [str(c.path) for c in held_out]
+    assert [r["speaker"] for r in rows] == [c.group for c in held_out]
     for row, (clip, path) in zip(rows, [(task.clips[i], p) for (_, test), p in zip(task.splits, paths) for i in test]):
         assert row["true"] == clip.label and row["corpus"] == clip.corpus
         assert row["segment"] == Recognizer(str(path)).predict_file(clip.path).label  # the runtime's default
@@ -80,3 +81,17 @@ def test_the_command_needs_two_corpora(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         devcheck.main(["--emodb", str(tmp_path), "--out", str(tmp_path / "out")])
     assert stop.value.code == 2 and "at least two corpora" in capsys.readouterr().err
+
+
+def test_two_checks_on_the_same_clips_are_compared_by_paired():
+    from ser_edge.training.paired import bootstrap, card_items
+
+    clips = [{"clip": f"c{i}.wav", "corpus": "emodb", "speaker": f"emodb:{i % 3}", "true": ("angry", "sad")[i % 2],
+              "segment": ("angry", "sad")[i % 2], "windows": "angry"} for i in range(12)]
+    a = {"row": "a", "clips": clips}
+    b = {"row": "b", "clips": [{**c, "segment": "angry"} for c in clips]}
+    items = card_items(a, b, column="segment")
+    result = bootstrap(items, draws=200)
+    assert result["mean"]["delta"] == pytest.approx(0.5) and result["mean"]["ahead"] == 1.0
+    with pytest.raises(ValueError, match="choose one of segment, windows"):
+        card_items(a, b, column="int8")

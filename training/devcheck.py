@@ -9,8 +9,14 @@ the row's recipe (`--members`, seeds 0..members-1) is trained, exported and quan
 (cached in `--out`, so a second run only scores), and every held-out clip is scored through
 the runtime (`Recognizer`) with each decision: "segment" (one pass over each speech segment
 with its context, the default) and "windows" (the mean of the 2 s windows), and as one whole
-clip. The UAR of each corpus and their mean are printed and written to `--out`/DEVCHECK.md
-(per clip: rows.json). About 6 minutes for `multicond-deltas` on one CPU core.
+clip. The UAR of each corpus and their mean are printed and written to `--out`/DEVCHECK.md;
+the labels per clip to `--out`/rows.json, in the form `paired --cards` compares (two rows on
+the same clips, with an interval over draws of the development speakers):
+
+    python -m ser_edge.training.paired --cards build/devcheck/A/rows.json build/devcheck/B/rows.json \
+        --column segment
+
+About 6 minutes for `multicond-deltas` on one CPU core; scoring alone takes seconds.
 
 `--lead-in` adds a probe of what the audio before a clip's first speech segment gives the
 model: that segment with the runtime's 0.3 s of context, then with 0.7 s more before it taken
@@ -101,7 +107,7 @@ def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int
         for j, i in enumerate(test):
             clip, x = task.clips[i], audio[j]
             whole, _ = model.score(extract(x, model.feature_config))
-            row = {"path": str(clip.path), "corpus": clip.corpus, "true": clip.label,
+            row = {"clip": str(clip.path), "corpus": clip.corpus, "speaker": clip.group, "true": clip.label,
                    "segment": results["segment"][j].label, "windows": results["windows"][j].label,
                    "whole clip": model.labels[int(np.argmax(whole))]}
             events = results["segment"][j].events
@@ -162,7 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     task = dev_tasks(read_corpora(paths, args.row))[0]
     models = fold_models(task, recipe, args.out, args.members, args.device)
     rows = score_clips(task, models, lead_in=args.lead_in, threads=args.threads)
-    (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
+    (args.out / "rows.json").write_text(json.dumps({"row": args.row, "members": args.members, "clips": rows}, indent=1))
     text = table(rows, task.labels, [*DECISIONS, *(LEAD_INS if args.lead_in else ())])
     (args.out / "DEVCHECK.md").write_text(
         f"# Development check: {args.row} ×{args.members}, int8\n\nUAR (%) of the development protocol's joint "

@@ -150,7 +150,9 @@ def card_items(a: dict, b: dict, column: str = "int8") -> list[Paired]:
         raise ValueError(f"the cards hold different clips ({len(rows[0])} and {len(rows[1])}, "
                          f"{len(set(rows[0]) ^ set(rows[1]))} in one only): build both on the same corpora and folds")
     if any(column not in r for side in rows for r in side.values()):
-        raise ValueError(f"a card has no {column!r} labels; choose one of torch_whole_clip, fp32, int8")
+        known = sorted(set.intersection(*(set(r) for side in rows for r in side.values()))
+                       - {"clip", "corpus", "speaker", "true"})
+        raise ValueError(f"a card has no {column!r} labels; choose one of {', '.join(known)}")
     items = []
     for corpus in sorted({r["corpus"] for r in rows[0].values()}):
         clips = sorted(c for c, r in rows[0].items() if r["corpus"] == corpus)

@@ -53,7 +53,7 @@ def test_fold_models_are_trained_once_and_every_held_out_clip_is_scored_each_way
     assert devcheck.fold_models(task, recipe, tmp_path / "dev", members=2, log=again.append) == paths
     assert again == []  # cached: nothing trained the second time
 
-    rows = devcheck.score_clips(task, paths, lead_in=True)
+    rows = devcheck.score_clips(task, paths, lead_in=True, path=True)
     held_out = [task.clips[i] for _, test in task.splits for i in test]
     assert [r["clip"] for r in rows] == [str(c.path) for c in held_out]
     assert [r["speaker"] for r in rows] == [c.group for c in held_out]
@@ -62,6 +62,12 @@ def test_fold_models_are_trained_once_and_every_held_out_clip_is_scored_each_way
         assert row["segment"] == Recognizer(str(path)).predict_file(clip.path).label  # the runtime's default
         assert row["windows"] == Recognizer(str(path), decision="windows").predict_file(clip.path).label
         assert set(devcheck.LEAD_INS) <= set(row) and {row[c] for c in devcheck.LEAD_INS} <= set(task.labels)
+        assert {row[c] for c in devcheck.PATHS} <= set(task.labels) and len(row["p 44.1 kHz path"]) == 4
+        assert row["p segment"] == pytest.approx(
+            [Recognizer(str(path)).predict_file(clip.path).probabilities[k] for k in task.labels])
+    lines = devcheck.path_lines(rows)
+    assert [line.split(":")[0] for line in lines] == list(devcheck.PATHS)
+    assert all(f"of {len(rows)} clips" in line for line in lines)
     text = devcheck.table(rows, task.labels, [*devcheck.DECISIONS, *devcheck.LEAD_INS])
     assert text.splitlines()[0].startswith("| corpus | clips | segment | windows | whole clip | first segment")
     assert [line.split("|")[1].strip() for line in text.splitlines()[2:]] == ["emodb", "ravdess", "mean"]
@@ -95,3 +101,15 @@ def test_two_checks_on_the_same_clips_are_compared_by_paired():
     assert result["mean"]["delta"] == pytest.approx(0.5) and result["mean"]["ahead"] == 1.0
     with pytest.raises(ValueError, match="choose one of segment, windows"):
         card_items(a, b, column="int8")
+
+
+def test_a_sound_server_path_resamples_shifts_and_quantises():
+    x = voiced(1.0)
+    for k in range(4):
+        y, rate = devcheck.through_a_sound_server(x, RATE, k)
+        lead = 97 + 113 * k
+        assert rate == 44100 and abs(len(y) - lead - len(x) * 44100 / RATE) <= 2
+        assert not y[:lead].any() and np.array_equal(y, np.round(y * 32767) / 32767)
+        # the same sound: its spectrum's peak where the file's is
+        spectrum = np.abs(np.fft.rfft(y[lead:]))
+        assert abs(np.argmax(spectrum) / len(y[lead:]) * rate - 150.0) < 3.0

@@ -21,7 +21,12 @@ About 6 minutes for `multicond-deltas` on one CPU core; scoring alone takes seco
 `--lead-in` adds a probe of what the audio before a clip's first speech segment gives the
 model: that segment with the runtime's 0.3 s of context, then with 0.7 s more before it taken
 from the clip's own lead-in, from digital silence, from white noise at -60 dBFS and from the
-lead-in of another held-out clip.
+lead-in of another held-out clip. `--path` adds the segment decision on each clip as a
+sound server may deliver it: shifted by a fraction of a frame (2.5 to 7.1 ms of leading
+silence), and resampled to 44.1 kHz by a quick resampler (soxr "QQ"), shifted, stored as
+16-bit and resampled back by the runtime; the table's last lines say how often the label
+differs from the file's and how far the probabilities move (mean over clips of the largest
+change).
 """
 
 from __future__ import annotations
@@ -35,10 +40,12 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["DECISIONS", "LEAD_INS", "fold_models", "main", "score_clips", "table"]
+__all__ = ["DECISIONS", "LEAD_INS", "PATHS", "fold_models", "main", "path_lines", "score_clips", "table",
+           "through_a_sound_server"]
 
 DECISIONS = ("segment", "windows", "whole clip")
 LEAD_INS = ("first segment", "+ own lead-in", "+ digital silence", "+ white -60 dBFS", "+ another clip's")
+PATHS = ("sub-frame shift", "44.1 kHz path")
 EXTRA_S = 0.7  # the lead-in the probe adds before the segment's 0.3 s of context
 
 
@@ -90,8 +97,34 @@ def _lead_in_columns(model, x: np.ndarray, first, other: np.ndarray, rng: np.ran
     return out
 
 
-def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int = 1) -> list[dict]:
-    """Per held-out clip: its corpus, true label and the label of every column."""
+def through_a_sound_server(x: np.ndarray, rate: int, k: int) -> tuple[np.ndarray, int]:
+    """`x` as a sound server may deliver it (the `k`-th of a few sample alignments): resampled to
+    44.1 kHz by soxr's quick resampler, after 97 + 113 (k % 4) samples of silence, as 16-bit."""
+    import soxr
+
+    up = soxr.resample(x, rate, 44100, quality="QQ")
+    up = np.concatenate([np.zeros(97 + 113 * (k % 4), np.float32), up.astype(np.float32)])
+    return np.round(np.clip(up, -1, 1) * 32767).astype(np.float32) / 32767, 44100
+
+
+def path_lines(rows: Sequence[dict]) -> list[str]:
+    """How often each path column's label differs from the file's segment decision, and the mean
+    over clips of the largest change of a probability."""
+    lines = []
+    for column in PATHS:
+        both = [r for r in rows if r.get(f"p {column}") and r.get("p segment")]
+        if both:
+            flips = np.mean([r[column] != r["segment"] for r in both])
+            moved = np.mean([np.abs(np.subtract(r[f"p {column}"], r["p segment"])).max() for r in both])
+            lines.append(f"{column}: label differs from the file's on {100 * flips:.1f} % of {len(both)} clips; "
+                         f"largest probability change {moved:.3f} on average")
+    return lines
+
+
+def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int = 1,
+                path: bool = False) -> list[dict]:
+    """Per held-out clip: its corpus, true label and the label of every column (with `path`,
+    also the probabilities of the segment decision on the file and on each path)."""
     from ser_edge.audio import load
     from ser_edge.features import extract
     from ser_edge.recognizer import Recognizer
@@ -110,6 +143,14 @@ def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int
             row = {"clip": str(clip.path), "corpus": clip.corpus, "speaker": clip.group, "true": clip.label,
                    "segment": results["segment"][j].label, "windows": results["windows"][j].label,
                    "whole clip": model.labels[int(np.argmax(whole))]}
+            if path:
+                seg = results["segment"][j]
+                row["p segment"] = [seg.probabilities[label] for label in model.labels] if seg.label else None
+                offset = np.concatenate([np.zeros(40 + 37 * (j % 3), np.float32), x])
+                for column, (y, r) in zip(PATHS, ((offset, rate), through_a_sound_server(x, rate, j))):
+                    got = by["segment"].predict(y, r)
+                    row[column] = got.label
+                    row[f"p {column}"] = [got.probabilities[label] for label in model.labels] if got.label else None
             events = results["segment"][j].events
             if lead_in and events:
                 k = (j + 1 + int(rng.integers(max(1, len(test) - 1)))) % len(test)  # another clip, drawn
@@ -152,6 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
     parser.add_argument("--lead-in", action="store_true", help="add the probe of the audio before the speech")
+    parser.add_argument("--path", action="store_true", help="add the clips as a sound server may deliver them")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
@@ -167,9 +209,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     recipe = get_recipe(args.row).derive(train={"seed": 0, "device": args.device})
     task = dev_tasks(read_corpora(paths, args.row))[0]
     models = fold_models(task, recipe, args.out, args.members, args.device)
-    rows = score_clips(task, models, lead_in=args.lead_in, threads=args.threads)
+    rows = score_clips(task, models, lead_in=args.lead_in, threads=args.threads, path=args.path)
     (args.out / "rows.json").write_text(json.dumps({"row": args.row, "members": args.members, "clips": rows}, indent=1))
-    text = table(rows, task.labels, [*DECISIONS, *(LEAD_INS if args.lead_in else ())])
+    text = "\n\n".join([table(rows, task.labels, [*DECISIONS, *(LEAD_INS if args.lead_in else ()),
+                                                  *(PATHS if args.path else ())]), *path_lines(rows)])
     (args.out / "DEVCHECK.md").write_text(
         f"# Development check: {args.row} ×{args.members}, int8\n\nUAR (%) of the development protocol's joint "
         f"folds ({len(rows)} held-out clips), through the runtime.\n\n{text}\n")

@@ -25,7 +25,7 @@ def _clip(path, f0, lead_s, seed):
 
 
 @pytest.fixture(scope="module")
-def corpora(tmp_path_factory):
+def corpus_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpora")
     (root / "emodb").mkdir()
     for s in ("11", "14", "03"):  # 11 and 14 are development speakers
@@ -36,7 +36,12 @@ def corpora(tmp_path_factory):
         for n, e in enumerate(("01", "03", "04", "05")):  # neutral, happy, sad, angry
             _clip(root / "ravdess" / f"Actor_{a}" / f"03-01-{e}-01-01-01-{a}.wav", 120 + 40 * n + int(a), 1.0,
                   100 + 10 * n + int(a))
-    return {"emodb": read_emodb(root / "emodb"), "ravdess": read_ravdess(root / "ravdess")}
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpora(corpus_root):
+    return {"emodb": read_emodb(corpus_root / "emodb"), "ravdess": read_ravdess(corpus_root / "ravdess")}
 
 
 def test_fold_models_are_trained_once_and_every_held_out_clip_is_scored_each_way(corpora, tmp_path, monkeypatch):
@@ -81,6 +86,30 @@ def test_the_table_gives_each_corpus_uar_and_their_mean():
     assert lines[0] == "| corpus | clips | x |"  # a column no row has is left out
     assert lines[2] == "| a | 2 | 50.0 |" and lines[3] == "| b | 2 | 50.0 |"  # no label: a miss
     assert lines[4] == "| mean | | **50.0** |"
+
+
+def test_the_command_writes_a_table_and_rows_per_task(corpus_root, tmp_path, monkeypatch, capsys):
+    import json
+
+    from ser_edge.training import recipes
+
+    monkeypatch.setenv("SER_EDGE_CACHE", str(tmp_path / "cache"))
+    small = recipes.get_recipe("multicond-deltas").derive(model={"hidden1": 8, "hidden2": 4, "dense": 4},
+                                                          train={"max_epochs": 1})
+    monkeypatch.setattr(recipes, "get_recipe", lambda name: small)
+    out = tmp_path / "dev"
+    assert devcheck.main(["--emodb", str(corpus_root / "emodb"), "--ravdess", str(corpus_root / "ravdess"),
+                          "--out", str(out), "--members", "1", "--cross"]) == 0
+    page = (out / "DEVCHECK.md").read_text()
+    tasks = ["dev-joint", "dev-cross-emodb", "dev-cross-ravdess"]
+    assert [line.split(":")[0][3:] for line in page.splitlines() if line.startswith("## ")] == tasks
+    for task in tasks:
+        saved = json.loads((out / task / "rows.json").read_text())
+        assert saved["task"] == task and saved["members"] == 1 and saved["clips"]
+        assert (out / task / "fold0.int8.onnx").exists()
+    cross = json.loads((out / "dev-cross-emodb" / "rows.json").read_text())["clips"]
+    assert {r["corpus"] for r in cross} == {"emodb"}  # tested on the corpus it was not trained on
+    assert "dev-cross-ravdess" in capsys.readouterr().out
 
 
 def test_the_command_needs_two_corpora(tmp_path, capsys):

@@ -4,19 +4,21 @@
         --ravdess ../shared/data/ravdess --row multicond-deltas --out build/devcheck/multicond-deltas
 
 The development protocol's joint task (its 4 speaker folds over the development speakers of
-every corpus given; no clip of a card's or of the comparison's tests): per fold an ensemble of
-the row's recipe (`--members`, seeds 0..members-1) is trained, exported and quantised to int8
-(cached in `--out`, so a second run only scores), and every held-out clip is scored through
-the runtime (`Recognizer`) with each decision: "segment" (one pass over each speech segment
-with its context, the default) and "windows" (the mean of the 2 s windows), and as one whole
-clip. The UAR of each corpus and their mean are printed and written to `--out`/DEVCHECK.md;
-the labels per clip to `--out`/rows.json, in the form `paired --cards` compares (two rows on
-the same clips, with an interval over draws of the development speakers):
+every corpus given; no clip of a card's or of the comparison's tests), and with `--cross` its
+cross-corpus tasks (trained on the other corpora's development speakers, tested on one's):
+per fold an ensemble of the row's recipe (`--members`, seeds 0..members-1) is trained,
+exported and quantised to int8 (cached in `--out`/TASK, so a second run only scores), and
+every held-out clip is scored through the runtime (`Recognizer`) with each decision:
+"segment" (one pass over each speech segment with its context, the default) and "windows"
+(the mean of the 2 s windows), and as one whole clip. The UAR of each corpus and their mean are printed and written to `--out`/DEVCHECK.md;
+the labels per clip to `--out`/TASK/rows.json, in the form `paired --cards` compares (two
+rows on the same clips, with an interval over draws of the development speakers):
 
-    python -m ser_edge.training.paired --cards build/devcheck/A/rows.json build/devcheck/B/rows.json \
-        --column segment
+    python -m ser_edge.training.paired --cards build/devcheck/A/dev-joint/rows.json \
+        build/devcheck/B/dev-joint/rows.json --column segment
 
-About 6 minutes for `multicond-deltas` on one CPU core; scoring alone takes seconds.
+About 6 minutes for `multicond-deltas` on one CPU core (`--cross`: about 5 more); scoring alone takes
+seconds.
 
 `--lead-in` adds a probe of what the audio before a clip's first speech segment gives the
 model: that segment with the runtime's 0.3 s of context, then with 0.7 s more before it taken
@@ -194,6 +196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
     parser.add_argument("--lead-in", action="store_true", help="add the probe of the audio before the speech")
     parser.add_argument("--path", action="store_true", help="add the clips as a sound server may deliver them")
+    parser.add_argument("--cross", action="store_true",
+                        help="also the cross-corpus tasks: trained on the other corpora's development speakers")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
@@ -207,16 +211,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(paths) < 2:
         parser.error("give at least two corpora (--urdu, --emodb, --ravdess)")
     recipe = get_recipe(args.row).derive(train={"seed": 0, "device": args.device})
-    task = dev_tasks(read_corpora(paths, args.row))[0]
-    models = fold_models(task, recipe, args.out, args.members, args.device)
-    rows = score_clips(task, models, lead_in=args.lead_in, threads=args.threads, path=args.path)
-    (args.out / "rows.json").write_text(json.dumps({"row": args.row, "members": args.members, "clips": rows}, indent=1))
-    text = "\n\n".join([table(rows, task.labels, [*DECISIONS, *(LEAD_INS if args.lead_in else ()),
-                                                  *(PATHS if args.path else ())]), *path_lines(rows)])
-    (args.out / "DEVCHECK.md").write_text(
-        f"# Development check: {args.row} ×{args.members}, int8\n\nUAR (%) of the development protocol's joint "
-        f"folds ({len(rows)} held-out clips), through the runtime.\n\n{text}\n")
-    print(text)
+    tasks = dev_tasks(read_corpora(paths, args.row))
+    chosen = [t for t in tasks if t.name == "dev-joint" or args.cross]
+    columns = [*DECISIONS, *(LEAD_INS if args.lead_in else ()), *(PATHS if args.path else ())]
+    page = [f"# Development check: {args.row} ×{args.members}, int8", ""]
+    for task in chosen:
+        out = args.out / task.name
+        models = fold_models(task, recipe, out, args.members, args.device)
+        rows = score_clips(task, models, lead_in=args.lead_in, threads=args.threads, path=args.path)
+        (out / "rows.json").write_text(json.dumps({"row": args.row, "members": args.members, "task": task.name,
+                                                   "clips": rows}, indent=1))
+        text = "\n\n".join([table(rows, task.labels, columns), *path_lines(rows)])
+        page += [f"## {task.name}: {task.title}", "", f"UAR (%) of its {len(rows)} held-out clips, through the "
+                 "runtime.", "", text, ""]
+        print(f"{task.name}: {task.title}\n{text}\n", flush=True)
+    (args.out / "DEVCHECK.md").write_text("\n".join(page))
     return 0
 
 

@@ -58,7 +58,7 @@ def test_fold_models_are_trained_once_and_every_held_out_clip_is_scored_each_way
     assert devcheck.fold_models(task, recipe, tmp_path / "dev", members=2, log=again.append) == paths
     assert again == []  # cached: nothing trained the second time
 
-    rows = devcheck.score_clips(task, paths, lead_in=True, path=True)
+    rows = devcheck.score_clips(task, paths, lead_in=True, path=True, floors=True)
     held_out = [task.clips[i] for _, test in task.splits for i in test]
     assert [r["clip"] for r in rows] == [str(c.path) for c in held_out]
     assert [r["speaker"] for r in rows] == [c.group for c in held_out]
@@ -68,6 +68,7 @@ def test_fold_models_are_trained_once_and_every_held_out_clip_is_scored_each_way
         assert row["windows"] == Recognizer(str(path), decision="windows").predict_file(clip.path).label
         assert set(devcheck.LEAD_INS) <= set(row) and {row[c] for c in devcheck.LEAD_INS} <= set(task.labels)
         assert {row[c] for c in devcheck.PATHS} <= set(task.labels) and len(row["p 44.1 kHz path"]) == 4
+        assert {row[c] for c in devcheck.floor_columns()} <= set(task.labels) | {None}
         assert row["p segment"] == pytest.approx(
             [Recognizer(str(path)).predict_file(clip.path).probabilities[k] for k in task.labels])
     lines = devcheck.path_lines(rows)

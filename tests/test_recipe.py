@@ -409,6 +409,41 @@ def test_mixed_noise_copies_draw_a_kind_and_snr_per_clip_reproducibly(tmp_path):
             Augmenter(cache, [bad])
 
 
+def test_a_floor_stands_in_for_each_clean_clip(tmp_path, monkeypatch):
+    from ser_edge.training import protocols
+    from ser_edge.training.data import NoiseSpec
+
+    paths, cache = _noise_files(tmp_path, 6, 12000)
+    examples = [Example(cache.features(p), i % 2, f"s{i}", p) for i, p in enumerate(paths)]
+    augment = Augmenter(cache, ["mixed:0-20", "floor:25-45"])
+    assert augment.floors and not Augmenter(cache, ["mixed:0-20"]).floors
+    drawn = [Augmenter.condition(p, 1, (25, 45), "floor") for p in paths]
+    assert {kind for kind, _ in drawn} <= {"white", "pink"} and all(25 <= snr <= 45 for _, snr in drawn)
+    assert drawn == [Augmenter.condition(p, 1, (25, 45), "floor") for p in paths]  # reproducible
+    copies = augment(examples)
+    assert len(copies) == 12 and [c.source.floor for c in copies] == [False] * 6 + [True] * 6
+    for (kind, snr), e, c in zip(drawn, examples, copies[6:]):
+        np.testing.assert_array_equal(c.features, cache.features(e.path, NoiseSpec(kind, snr, seed=101)))
+    # What is trained on: the noisy copies and the floored ones, never a clean clip itself ...
+    trained = augment.extend(examples)
+    assert len(trained) == 12 and all(e.source is not None for e in trained)
+    assert not any(np.array_equal(t.features, e.features) for t in trained for e in examples)
+    # ... and without a floor, the clips and their copies.
+    plain = Augmenter(cache, ["mixed:0-20"])
+    assert plain.extend(examples)[:6] == examples and len(plain.extend(examples)) == 12
+    # fit trains on what extend gives (the validation part is never augmented).
+    seen = {}
+    monkeypatch.setattr(protocols, "train_model", lambda train, val, *a, **k: seen.update(train=train, val=val))
+    many = [Example(e.features, i % 2, f"s{i}", e.path) for i, e in enumerate(examples * 2)]
+    protocols.fit(many, ModelConfig(input_dim=many[0].features.shape[1], n_classes=2), TrainConfig(seed=0),
+                  augment=augment)
+    assert seen["train"] and all(e.source is not None for e in seen["train"])
+    assert all(e.source is None for e in seen["val"])
+    for bad in ("floor:45-25", "floor:30"):
+        with pytest.raises(ValueError, match="floor"):
+            Augmenter(cache, [bad])
+
+
 def test_speaker_normalisation_centres_each_speaker():
     rng = np.random.default_rng(0)
     examples = [Example(rng.standard_normal((20, 3)).astype(np.float32) + 5 * (i % 2), 0, f"s{i % 2}", None)

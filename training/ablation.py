@@ -144,6 +144,10 @@ _row("multicond-segments", "multicond-deltas", "each epoch every training clip c
 _row("multicond-segments-widen", "multicond-segments", "each epoch the drawn segment widened on each side by a "
      "random amount up to the clip's edge (from the segment with 0.3 s of context to the whole clip)",
      train={"segments_widen": True})
+# And: no training clip keeps a corpus's digital silence. Each clean clip is replaced by a copy
+# with a faint stationary floor (white or pink at 25-45 dB SNR); the noisy copy is kept.
+_row("multicond-floor", "multicond-deltas", "each clean training clip replaced by a copy with a faint floor "
+     "(white or pink noise at a random 25 to 45 dB SNR)", augment=("mixed:0-20", "floor:25-45"))
 _row("multicond-deltas-power", "multicond-deltas", "the window's level as the power-weighted mean of its frames' "
      "log levels (near-silent frames hardly count)", model={"normalise": "level-power"})
 

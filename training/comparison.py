@@ -275,6 +275,9 @@ def run_ser_edge(task_name: str, split: int, seed: int, recipe_name: str) -> dic
     elif recipe.baseline:  # each clip, copy and test clip against its own medians
         relative = _own_baseline(recipe.features)
     if recipe.baseline:
+        if augment is not None and augment.floors:
+            raise ValueError("a recipe with a baseline cannot use a floor augmentation (its copies would be "
+                             "added beside the clips, not stand in for them)")
         train_ex, always_ex = relative(train_ex), relative(always_ex)
         augment = _then(augment, relative) if augment is not None else None
     extra_ex = []

@@ -80,6 +80,7 @@ class Source:
     noise: Optional[NoiseSpec] = None
     talkers: tuple[Path, ...] = ()
     speed: float = 1.0
+    floor: bool = False  # a faint floor that stands in for the clean clip (Augmenter "floor")
 
 
 def core_key() -> str:
@@ -305,21 +306,24 @@ class Augmenter:
     other speakers among the examples given), or multi-condition ("mixed:0-20": each clip
     gets its own noise kind, white, pink or babble, and a whole-dB SNR drawn uniformly from
     the range, reproducibly from the clip's name and the copy's place in the list; pink
-    where babble is drawn but the examples hold no other speaker).
+    where babble is drawn but the examples hold no other speaker), or a faint floor
+    ("floor:25-45": white or pink noise, drawn per clip likewise, at a whole-dB SNR from the
+    range) that stands in for the clean clip: `extend` then trains on the floored copy
+    instead of the original (so no training clip keeps a corpus's digital silence).
     Copies keep their clip's label and speaker; a copy that cannot be made is left out with
-    a warning."""
+    a warning (with a floor, the original is kept instead)."""
 
     def __init__(self, cache: FeatureCache, copies: Sequence[str]) -> None:
         self.cache = cache
         self.copies = []
         for spec in copies:
             kind, _, value = spec.partition(":")
-            if kind == "mixed":
+            if kind in ("mixed", "floor"):
                 low, sep, high = value.partition("-")
                 try:
                     number = (int(low), int(high))
                 except ValueError:
-                    raise ValueError(f"augmentation {spec!r} is not mixed:LOW-HIGH (whole dB, mixed:0-20)") from None
+                    raise ValueError(f"augmentation {spec!r} is not {kind}:LOW-HIGH (whole dB, {kind}:0-20)") from None
                 if not sep or number[0] > number[1]:
                     raise ValueError(f"augmentation {spec!r}: the SNR range must be LOW-HIGH with LOW <= HIGH")
                 self.copies.append((kind, number))
@@ -329,18 +333,34 @@ class Augmenter:
             except ValueError:
                 raise ValueError(f"augmentation {spec!r} is not KIND:NUMBER (speed:0.9, pink:15, ...)") from None
             if kind != "speed" and kind not in ("white", "pink", "babble"):
-                raise ValueError(f"unknown augmentation kind {kind!r}; choose speed, white, pink, babble or mixed")
+                raise ValueError(f"unknown augmentation kind {kind!r}; choose speed, white, pink, babble, mixed "
+                                 "or floor")
             if kind == "speed" and not 0.5 <= number <= 2.0:
                 raise ValueError(f"speed factor {number} is outside 0.5..2")
             self.copies.append((kind, number))
 
     @staticmethod
-    def condition(path: Path, n: int, snr_range: tuple[int, int]) -> tuple[str, int]:
-        """The (noise kind, SNR dB) of copy `n` of a "mixed" augmentation for one clip."""
-        digest = hashlib.sha1(f"mixed#{n}|{Path(path).stem}".encode()).digest()
+    def condition(path: Path, n: int, snr_range: tuple[int, int], what: str = "mixed") -> tuple[str, int]:
+        """The (noise kind, SNR dB) of copy `n` of a "mixed" (or "floor") augmentation for one clip."""
+        digest = hashlib.sha1(f"{what}#{n}|{Path(path).stem}".encode()).digest()
         rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-        kind = ("white", "pink", "babble")[int(rng.integers(3))]
+        kinds = ("white", "pink", "babble") if what == "mixed" else ("white", "pink")
+        kind = kinds[int(rng.integers(len(kinds)))]
         return kind, int(rng.integers(snr_range[0], snr_range[1] + 1))
+
+    @property
+    def floors(self) -> bool:
+        """Whether a floored copy stands in for each clean clip (a "floor" augmentation)."""
+        return any(kind == "floor" for kind, _ in self.copies)
+
+    def extend(self, examples: Sequence[Example]) -> list[Example]:
+        """What to train on: `examples` and their copies; with a floor, each example's floored
+        copy instead of the example itself (the example where its copy could not be made)."""
+        copies = self(examples)
+        if not self.floors:
+            return list(examples) + copies
+        floored = {str(e.path) for e in copies if e.source is not None and e.source.floor}
+        return [e for e in examples if str(e.path) not in floored] + copies
 
     def __call__(self, examples: Sequence[Example]) -> list[Example]:
         """The augmented copies of `examples` (not the examples themselves)."""
@@ -350,6 +370,9 @@ class Augmenter:
             for e in examples:
                 if kind == "speed":
                     source = Source(self.cache, speed=value)
+                elif kind == "floor":
+                    noise, snr = self.condition(e.path, n, value, "floor")
+                    source = Source(self.cache, NoiseSpec(noise, snr, seed=100 + n), floor=True)
                 elif kind == "mixed":
                     noise, snr = self.condition(e.path, n, value)
                     talkers = babble_talkers(e, pool) if noise == "babble" else []

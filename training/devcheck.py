@@ -28,7 +28,8 @@ sound server may deliver it: shifted by a fraction of a frame (2.5 to 7.1 ms of 
 silence), and resampled to 44.1 kHz by a quick resampler (soxr "QQ"), shifted, stored as
 16-bit and resampled back by the runtime; the table's last lines say how often the label
 differs from the file's and how far the probabilities move (mean over clips of the largest
-change).
+change). `--floors` adds the segment decision with a faint stationary noise over the whole
+clip, as in a quiet room: white at 50, 40 and 30 dB and pink at 40 dB below the speech.
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["DECISIONS", "LEAD_INS", "PATHS", "fold_models", "main", "path_lines", "score_clips", "table",
+__all__ = ["DECISIONS", "FLOORS", "LEAD_INS", "PATHS", "floor_columns", "fold_models", "main", "path_lines", "score_clips", "table",
            "through_a_sound_server"]
 
 DECISIONS = ("segment", "windows", "whole clip")
 LEAD_INS = ("first segment", "+ own lead-in", "+ digital silence", "+ white -60 dBFS", "+ another clip's")
 PATHS = ("sub-frame shift", "44.1 kHz path")
+FLOORS = (("white", 50), ("white", 40), ("pink", 40), ("white", 30))  # a quiet room's floor, SNR over speech
 EXTRA_S = 0.7  # the lead-in the probe adds before the segment's 0.3 s of context
 
 
@@ -123,10 +125,17 @@ def path_lines(rows: Sequence[dict]) -> list[str]:
     return lines
 
 
+def floor_columns() -> list[str]:
+    return [f"{kind} {snr} dB" for kind, snr in FLOORS]
+
+
 def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int = 1,
-                path: bool = False) -> list[dict]:
+                path: bool = False, floors: bool = False) -> list[dict]:
     """Per held-out clip: its corpus, true label and the label of every column (with `path`,
-    also the probabilities of the segment decision on the file and on each path)."""
+    also the probabilities of the segment decision on the file and on each path; with
+    `floors`, the segment decision with a faint noise over the whole clip)."""
+    from ser_edge.training.noise import make_noise, mix_at_snr
+
     from ser_edge.audio import load
     from ser_edge.features import extract
     from ser_edge.recognizer import Recognizer
@@ -153,6 +162,10 @@ def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int
                     got = by["segment"].predict(y, r)
                     row[column] = got.label
                     row[f"p {column}"] = [got.probabilities[label] for label in model.labels] if got.label else None
+            if floors:
+                for (kind, snr), column in zip(FLOORS, floor_columns()):
+                    noise = make_noise(kind, len(x), np.random.default_rng(int(i)))
+                    row[column] = by["segment"].predict(mix_at_snr(x, noise, snr, rate), rate).label
             events = results["segment"][j].events
             if lead_in and events:
                 k = (j + 1 + int(rng.integers(max(1, len(test) - 1)))) % len(test)  # another clip, drawn
@@ -196,6 +209,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
     parser.add_argument("--lead-in", action="store_true", help="add the probe of the audio before the speech")
     parser.add_argument("--path", action="store_true", help="add the clips as a sound server may deliver them")
+    parser.add_argument("--floors", action="store_true",
+                        help="add the clips with a faint noise floor (white or pink, 50 to 30 dB below the speech)")
     parser.add_argument("--cross", action="store_true",
                         help="also the cross-corpus tasks: trained on the other corpora's development speakers")
     args = parser.parse_args(argv)
@@ -213,12 +228,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     recipe = get_recipe(args.row).derive(train={"seed": 0, "device": args.device})
     tasks = dev_tasks(read_corpora(paths, args.row))
     chosen = [t for t in tasks if t.name == "dev-joint" or args.cross]
-    columns = [*DECISIONS, *(LEAD_INS if args.lead_in else ()), *(PATHS if args.path else ())]
+    columns = [*DECISIONS, *(LEAD_INS if args.lead_in else ()), *(PATHS if args.path else ()),
+               *(floor_columns() if args.floors else ())]
     page = [f"# Development check: {args.row} ×{args.members}, int8", ""]
     for task in chosen:
         out = args.out / task.name
         models = fold_models(task, recipe, out, args.members, args.device)
-        rows = score_clips(task, models, lead_in=args.lead_in, threads=args.threads, path=args.path)
+        rows = score_clips(task, models, lead_in=args.lead_in, threads=args.threads, path=args.path,
+                           floors=args.floors)
         (out / "rows.json").write_text(json.dumps({"row": args.row, "members": args.members, "task": task.name,
                                                    "clips": rows}, indent=1))
         text = "\n\n".join([table(rows, task.labels, columns), *path_lines(rows)])

@@ -142,8 +142,9 @@ def fit(examples: Sequence[Example], model_config: ModelConfig, train_config: Tr
     missing = set(range(model_config.n_classes)) - {e.label for e in train}
     if missing:
         warnings.warn(f"classes {sorted(missing)} have no training clips; the model cannot learn them", stacklevel=2)
-    if augment is not None:
-        train = train + augment(train)
+    if augment is not None:  # an Augmenter with a floor trains on its floored copies instead of the clips
+        extend = getattr(augment, "extend", None)
+        train = extend(train) if extend is not None else train + augment(train)
     return train_model(train, val, model_config, train_config, log, progress=progress)
 
 

@@ -110,6 +110,9 @@ def _copy(spec: str) -> str:
     kind, _, value = spec.partition(":")
     if kind == "mixed":
         return f"{spec} (per clip white, pink or babble noise at a random {value.replace('-', ' to ')} dB SNR)"
+    if kind == "floor":
+        return (f"{spec} (each clean clip replaced by a copy with white or pink noise at a random "
+                f"{value.replace('-', ' to ')} dB SNR)")
     return spec
 
 

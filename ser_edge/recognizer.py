@@ -64,7 +64,7 @@ class Recognizer:
         else:
             labels = self.model.labels
             p = np.average([[e.probabilities[k] for k in labels] for e in events], axis=0,
-                           weights=[e.end_s - e.start_s for e in events])
+                           weights=[e.weight for e in events])
             label, probabilities = labels[int(p.argmax())], as_probabilities(labels, p)
         return Prediction(label, probabilities, duration_s, windows, events)
 

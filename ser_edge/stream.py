@@ -82,6 +82,11 @@ class Event:
     scored_from_s: Optional[float] = None
     scored_to_s: Optional[float] = None
 
+    @property
+    def weight(self) -> float:
+        """This segment's weight in a recording's decision ("segment"): its duration in seconds."""
+        return self.end_s - self.start_s
+
 
 def as_probabilities(labels: list[str], p: np.ndarray) -> dict[str, float]:
     return {label: float(v) for label, v in zip(labels, p)}
@@ -358,7 +363,7 @@ def speech_segments(samples: npt.ArrayLike, feature_config: FeatureConfig, conte
 
     def record(event: Event) -> None:
         rows.append((int(round(event.scored_from_s / hop)), int(round((event.scored_to_s - frame) / hop)) + 1,
-                     int(round((event.end_s - frame) / hop)) + 1 - int(round(event.start_s / hop))))
+                     int(round((event.weight - frame) / hop)) + 1))
 
     # The stand-in's windows are not used; their length only bounds a segment from below, as the model's would.
     stream = StreamRecognizer(_WindowLog(feature_config, 2.0, 0.5), on_event=record, vad=vad, decision="segment",

@@ -51,7 +51,7 @@ def clip_parts(prediction, labels: Sequence[str], decision: str) -> Optional[tup
         parts = np.array([[w.probabilities[lab] for lab in labels] for w in prediction.windows])
         return parts, np.ones(len(parts))
     return (np.array([[e.probabilities[lab] for lab in labels] for e in prediction.events]),
-            np.array([e.end_s - e.start_s for e in prediction.events]))
+            np.array([e.weight for e in prediction.events]))
 
 
 def fit_temperature(clips: Sequence[np.ndarray], labels: Sequence[int], low: float = 0.05,

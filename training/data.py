@@ -208,7 +208,7 @@ def with_speech_segments(examples: Sequence[Example], context_s: float) -> list[
     """Copies of `examples` with `windows` set to what the runtime's "segment" decision scores
     over each clip's audio (its noisy or speed-changed copy's own): each speech segment with
     `context_s` seconds either side, weighted (`window_weights`) by the segment's duration as
-    `Recognizer` weighs it (its event's end_s - start_s)."""
+    `Recognizer` weighs it (`Event.weight`, its duration: the frame count back in seconds)."""
     def find(e: Example, s: Source) -> Example:
         rows = s.cache.speech_segments(e.path, context_s, s.noise, s.talkers, s.speed)
         config = s.cache.config

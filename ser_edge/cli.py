@@ -124,9 +124,9 @@ _MIN_CONFIDENCE = typer.Option(0.0, min=0.0, max=1.0, help="Label a file, window
                                 "probabilities are written unchanged.")
 
 _DECISION = typer.Option(None, help="How a speech segment is decided: segment (one pass of the model over the "
-                                    "whole segment with 0.3 s of audio either side) or windows (the mean of its "
-                                    "analysis windows). Default: the model's (segment; windows for a model made "
-                                    "by `adapt`).")
+                                    "whole segment with 0.3 s of audio either side), windows (the mean of its "
+                                    "analysis windows) or blend (the mean of the two). Default: the model's "
+                                    "(blend for the bundled model; windows for a model made by `adapt`).")
 
 
 def _check_decision(decision: Optional[str]) -> None:
@@ -487,8 +487,10 @@ def info(model: Optional[Path] = typer.Option(None, help="An exported ser-edge m
         value = m.info[key]
         table.add_row(key, ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
     table.add_row("size", f"{m.info['size_mb']:.2f} MB")
-    table.add_row("decision", "each speech segment in one pass, with context" if m.decision == "segment"
-                  else "each speech segment by the mean of its windows")
+    table.add_row("decision", {"segment": "each speech segment in one pass, with context",
+                               "windows": "each speech segment by the mean of its windows",
+                               "blend": "each speech segment by the mean of one pass over it (with context) "
+                                        "and of its windows"}[m.decision])
     if m.temperature is not None:
         table.add_row("calibration", f"logits divided by a temperature of {m.temperature:.3f}")
     table.add_row("feature config", m.feature_config.to_json())

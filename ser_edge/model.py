@@ -49,8 +49,9 @@ def set_metadata(model, metadata: dict[str, str]) -> None:
 
 
 #: How the runtime can decide a speech segment (see ser_edge.stream.StreamRecognizer):
-#: "segment", one pass of the model over it with context; "windows", the mean of its windows.
-DECISIONS = ("segment", "windows")
+#: "segment", one pass of the model over it with context; "windows", the mean of its windows;
+#: "blend", the mean of the two.
+DECISIONS = ("blend", "segment", "windows")
 
 
 class ModelError(Exception):
@@ -133,7 +134,7 @@ class OnnxModel:
         self.decision: str = meta.get("ser_edge.decision", "windows" if self.adapted is not None else "segment")
         if self.decision not in DECISIONS:
             raise ModelError(f"{str(self.path)!r} has invalid ser-edge metadata: ser_edge.decision is "
-                             f"{self.decision!r}, expected 'segment' or 'windows'")
+                             f"{self.decision!r}, expected one of {', '.join(DECISIONS)}")
         active = self._session.get_providers()[0]
         self.info = {
             "path": str(self.path),

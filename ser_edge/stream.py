@@ -72,7 +72,8 @@ class Window:
 class Event:
     """The decision for one speech segment (`start_s` to `end_s`): with the "segment" decision,
     one pass of the model over the segment and the context around it (`scored_from_s` to
-    `scored_to_s`); with "windows", the mean of its windows' probabilities."""
+    `scored_to_s`); with "windows", the mean of its windows' probabilities; with "blend",
+    the mean of the two."""
 
     start_s: float
     end_s: float
@@ -81,10 +82,13 @@ class Event:
     windows: list[Window] = field(repr=False)
     scored_from_s: Optional[float] = None
     scored_to_s: Optional[float] = None
+    #: The one pass's own probabilities ("segment" and "blend"; with "blend", `probabilities` is
+    #: their mean with the windows').
+    pass_probabilities: Optional[dict[str, float]] = field(default=None, repr=False)
 
     @property
     def weight(self) -> float:
-        """This segment's weight in a recording's decision ("segment"): its duration in seconds."""
+        """This segment's weight in a recording's decision ("segment", "blend"): its duration in seconds."""
         return self.end_s - self.start_s
 
 
@@ -160,9 +164,11 @@ class StreamRecognizer:
     later; the context after is at most `vad.hangover_s`), clipped to the stream; a segment
     cut at `vad.max_segment_s` has no context after it, and the piece that follows has the
     end of the one before as its context before.
-    decision="windows": the mean of the segment's windows' probabilities. None (default):
-    what the model asks for (`OnnxModel.decision`: "segment" unless its metadata says
-    otherwise, as an adapted model's does).
+    decision="windows": the mean of the segment's windows' probabilities.
+    decision="blend": the mean of the two: the one pass's probabilities and the mean of the
+    windows'. None (default): what the model asks for (`OnnxModel.decision`: the bundled
+    model's is "blend", an adapted model's "windows"; "segment" where its metadata says
+    nothing).
     Memory is bounded: at most one segment (max_segment_s) and its context of features are held.
     """
 
@@ -191,7 +197,7 @@ class StreamRecognizer:
         self._W, self._H = frames(self.window_s), frames(self.hop_s)
         self._hangover, self._min_speech = frames(vad.hangover_s), frames(vad.min_speech_s)
         self._max_segment = max(frames(vad.max_segment_s), self._W)
-        self._context = int(round(self.context_s / self._hop_s)) if decision == "segment" else 0
+        self._context = int(round(self.context_s / self._hop_s)) if decision != "windows" else 0
         self._rise = vad.floor_rise_db_per_s * self._hop_s
         self.reset()
 
@@ -306,12 +312,17 @@ class StreamRecognizer:
                 event = Event(start, end, label, probabilities, self._windows)
             else:
                 after = min(len(self._segment), segment_len + self._context)
-                probs, _ = self.model.score(np.asarray(self._before + self._segment[:after]))
+                one, _ = self.model.score(np.asarray(self._before + self._segment[:after]))
+                probs = one
+                if self.decision == "blend":
+                    _, windows = summarise(self._windows, self.model.labels)
+                    probs = (one + np.array([windows[k] for k in self.model.labels])) / 2
                 first = self._segment_start - len(self._before)
                 event = Event(start, end, self.model.labels[int(probs.argmax())],
                               as_probabilities(self.model.labels, probs), self._windows,
                               first * self._hop_s,
-                              (self._segment_start + after - 1) * self._hop_s + self.model.feature_config.frame_s)
+                              (self._segment_start + after - 1) * self._hop_s + self.model.feature_config.frame_s,
+                              as_probabilities(self.model.labels, one))
             if self.on_event:
                 self.on_event(event)
             events.append(event)

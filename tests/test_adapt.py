@@ -362,7 +362,7 @@ def test_each_window_gives_one_embedding_and_the_base_label_is_the_shipped_decis
     clips = read_labelled(low_high)[:3]
     embedded = embed_clips(DEFAULT_MODEL, onnx.load(str(DEFAULT_MODEL)), clips)
     base = Recognizer(DEFAULT_MODEL, threads=1)
-    assert base.decision == "segment"
+    assert base.decision == "blend"
     for clip, vectors, label in zip(clips, embedded.embeddings, embedded.base_labels):
         shipped = base.predict_file(clip.path)
         assert vectors.shape[0] == len(shipped.windows) and label == shipped.label

@@ -59,14 +59,33 @@ def test_the_calibrated_parts_of_a_recording_are_what_the_recognizer_averages():
     from ser_edge.training.calibration import clip_parts
 
     x = load(Path(__file__).resolve().parents[1] / "examples" / "demo.wav")
-    for decision in ("segment", "windows"):
+    for decision in ("segment", "windows", "blend"):
         rec = Recognizer(decision=decision)
         p = rec.predict(x, 16000)
         parts, weights = clip_parts(p, rec.model.labels, rec.decision)
-        assert len(parts) == (len(p.events) if decision == "segment" else len(p.windows))
+        assert len(parts) == {"segment": len(p.events), "windows": len(p.windows),
+                              "blend": len(p.events) + sum(len(e.windows) for e in p.events)}[decision]
         np.testing.assert_allclose(tempered(parts, 1.0, weights), [p.probabilities[k] for k in rec.model.labels],
                                    atol=1e-6)
     assert clip_parts(Recognizer().predict(np.zeros(16000, np.float32), 16000), ["a"], "segment") is None
+
+
+def test_a_temperature_on_the_parts_is_the_temperature_in_the_graph(tmp_path):
+    """What the calibration fits (tempered parts of the raw model) is what Recognizer gives with
+    the temperature in the graph, for every decision (the blend's two halves each tempered)."""
+    from ser_edge.audio import load
+    from ser_edge.recognizer import Recognizer
+    from ser_edge.training.calibration import clip_parts
+
+    raw = set_temperature(DEFAULT_MODEL, 1.0, tmp_path / "raw.onnx")
+    hot = set_temperature(raw, 2.5, tmp_path / "hot.onnx")
+    x = load(Path(__file__).resolve().parents[1] / "examples" / "demo.wav")
+    for decision in ("segment", "windows", "blend"):
+        before = Recognizer(raw, decision=decision)
+        parts, weights = clip_parts(before.predict(x, 16000), before.model.labels, decision)
+        after = Recognizer(hot, decision=decision).predict(x, 16000)
+        np.testing.assert_allclose(tempered(parts, 2.5, weights), [after.probabilities[k] for k in before.model.labels],
+                                   atol=1e-5)
 
 
 def test_the_temperature_goes_into_the_graph_and_replaces_an_earlier_one(tmp_path):

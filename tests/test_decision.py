@@ -1,5 +1,6 @@
 """How the runtime decides a speech segment: one pass of the model over the segment with
-context around it (the default), or the mean of its windows; streaming equals offline."""
+context around it, the mean of its windows, or the mean of the two (the bundled model's);
+streaming equals offline."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def _span(event, model) -> tuple[int, int]:
 def test_a_segment_is_one_pass_over_it_and_its_context(model, which):
     samples = load(DEMO, RATE) if which == "demo" else _two_segments()
     features = extract(samples, model.feature_config)
-    events = Recognizer(model).predict(samples, RATE).events
+    events = Recognizer(model, decision="segment").predict(samples, RATE).events
     assert len(events) >= 1 and (which == "demo" or len(events) == 2)
     for e in events:
         a, b = _frame(e.start_s), _frame(e.end_s - model.feature_config.frame_s) + 1
@@ -59,7 +60,7 @@ def test_context_can_be_changed_or_switched_off(model):
     samples = _two_segments()
     features = extract(samples, model.feature_config)
     for context_s, frames in ((0.0, 0), (0.1, 10)):
-        for e in Recognizer(model, context_s=context_s).predict(samples, RATE).events:
+        for e in Recognizer(model, decision="segment", context_s=context_s).predict(samples, RATE).events:
             a, b = _frame(e.start_s), _frame(e.end_s - model.feature_config.frame_s) + 1
             assert _span(e, model) == (a - frames, b + frames)
             p, _ = model.score(features[a - frames:b + frames])
@@ -93,11 +94,11 @@ def test_the_decision_comes_as_soon_as_with_windows(model):
     """The context after a segment is its hang-over, already buffered: no later event."""
     samples = _two_segments()
     when = {}
-    for decision in ("segment", "windows"):
+    for decision in ("segment", "windows", "blend"):
         stream = StreamRecognizer(model, decision=decision)
         when[decision] = [i for i, at in enumerate(range(0, len(samples), 160))
                           for _ in stream.push(samples[at:at + 160], RATE)]
-    assert when["segment"] == when["windows"] and len(when["segment"]) == 2
+    assert when["segment"] == when["windows"] == when["blend"] and len(when["segment"]) == 2
 
 
 def test_a_recording_is_its_segments_weighted_by_duration(model):
@@ -108,6 +109,25 @@ def test_a_recording_is_its_segments_weighted_by_duration(model):
     expected = np.average([[e.probabilities[k] for k in model.labels] for e in p.events], axis=0, weights=durations)
     np.testing.assert_allclose([p.probabilities[k] for k in model.labels], expected, atol=1e-9)
     assert p.label == model.labels[int(expected.argmax())]
+
+
+@pytest.mark.parametrize("which", ["demo", "two segments"])
+def test_a_blend_is_the_mean_of_the_pass_and_of_the_windows(model, which):
+    samples = load(DEMO, RATE) if which == "demo" else _two_segments()
+    blend = Recognizer(model, decision="blend").predict(samples, RATE)
+    one = Recognizer(model, decision="segment").predict(samples, RATE)
+    windows = Recognizer(model, decision="windows").predict(samples, RATE)
+    assert len(blend.events) == len(one.events) == len(windows.events) >= 1
+    for b, s, w in zip(blend.events, one.events, windows.events):
+        assert (b.start_s, b.end_s, b.scored_from_s, b.scored_to_s) == (s.start_s, s.end_s, s.scored_from_s,
+                                                                        s.scored_to_s)
+        assert b.pass_probabilities == pytest.approx(s.probabilities, abs=1e-7)
+        expected = [(s.probabilities[k] + w.probabilities[k]) / 2 for k in model.labels]
+        np.testing.assert_allclose([b.probabilities[k] for k in model.labels], expected, atol=1e-7)
+        assert b.label == model.labels[int(np.argmax(expected))] and w.pass_probabilities is None
+    expected = np.average([[e.probabilities[k] for k in model.labels] for e in blend.events], axis=0,
+                          weights=[e.weight for e in blend.events])
+    np.testing.assert_allclose([blend.probabilities[k] for k in model.labels], expected, atol=1e-9)
 
 
 def test_the_windows_decision_is_the_mean_of_the_windows(model):
@@ -125,7 +145,7 @@ def test_the_model_says_how_it_is_decided(model, tmp_path):
     onnx = pytest.importorskip("onnx")
     from ser_edge.model import set_metadata
 
-    assert model.decision == "segment" and model.info["decision"] == "segment"
+    assert model.decision == "blend" and Recognizer(model).decision == "blend"  # the bundled model's
     graph = onnx.load(str(model.path))
     meta = {p.key: p.value for p in graph.metadata_props}
     for value, ok in (("windows", True), ("median", False)):
@@ -141,7 +161,7 @@ def test_the_model_says_how_it_is_decided(model, tmp_path):
 
 
 def test_bad_options_are_refused(model):
-    with pytest.raises(ValueError, match="decision must be one of segment, windows"):
+    with pytest.raises(ValueError, match="decision must be one of blend, segment, windows"):
         StreamRecognizer(model, decision="median")
     for bad in (-0.1, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="context_s must be a finite number of seconds >= 0"):
@@ -155,7 +175,7 @@ def _one_pass(model, features, event):
 
 def test_a_stream_closed_mid_speech_decides_on_what_it_has(model):
     samples = np.concatenate([quiet(0.6), voiced(1.6)])  # ends in speech: close() ends the segment
-    stream = StreamRecognizer(model)
+    stream = StreamRecognizer(model, decision="segment")
     events = stream.push(samples, RATE)
     assert events == []
     (event,) = stream.close()
@@ -171,7 +191,7 @@ def test_segments_close_together_and_a_segment_cut_at_the_maximum_length(model):
     # reaches back into the first segment's hang-over
     samples = np.concatenate([quiet(0.5), voiced(1.0), quiet(0.45, 2), voiced(1.0, 200.0, 3), quiet(0.5, 4)])
     features = extract(samples, model.feature_config)
-    first, second = Recognizer(model).predict(samples, RATE).events
+    first, second = Recognizer(model, decision="segment").predict(samples, RATE).events
     assert _span(second, model)[0] == _frame(second.start_s) - 30 < _span(first, model)[1]
     for e in (first, second):
         np.testing.assert_allclose([e.probabilities[k] for k in model.labels], _one_pass(model, features, e),
@@ -179,7 +199,7 @@ def test_segments_close_together_and_a_segment_cut_at_the_maximum_length(model):
     # 5 s of speech with segments cut at 2 s: the pieces follow each other
     samples = np.concatenate([quiet(0.5), voiced(5.0), quiet(0.6, 2)])
     features = extract(samples, model.feature_config)
-    pieces = Recognizer(model, vad=VadConfig(max_segment_s=2.0)).predict(samples, RATE).events
+    pieces = Recognizer(model, decision="segment", vad=VadConfig(max_segment_s=2.0)).predict(samples, RATE).events
     assert len(pieces) == 3
     assert _span(pieces[0], model)[1] == _frame(pieces[1].start_s)     # cut: no context after
     assert _span(pieces[1], model)[0] == _frame(pieces[1].start_s) - 30  # the end of the piece before

@@ -118,7 +118,7 @@ def test_metadata_describes_the_model(exported):
         assert FeatureConfig.from_json(meta["ser_edge.feature_config"]) == CONFIG
         assert int(meta["ser_edge.feature_dim"]) == CONFIG.dim
         assert float(meta["ser_edge.window_s"]) == 2.0 and float(meta["ser_edge.hop_s"]) == 0.5
-        assert meta["ser_edge.decision"] == "segment"  # trained on whole clips: a pass over each segment
+        assert meta["ser_edge.decision"] == "blend"  # trained on whole clips: a pass over each segment and its windows
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
     assert {"DynamicQuantizeLSTM", "MatMulInteger"} <= ops and "LSTM" not in ops
     assert int8.stat().st_size < fp32.stat().st_size / 2.5
@@ -138,7 +138,7 @@ def test_a_model_trained_on_windows_or_crops_is_decided_by_its_windows(exported,
     from ser_edge.model import OnnxModel
     from ser_edge.training.export import decision_for
 
-    assert decision_for({"crop_frames": 0}) == "segment"
+    assert decision_for({"crop_frames": 0}) == "blend" and decision_for({"segments": 0.3}) == "segment"
     assert decision_for({"crop_frames": 200}) == decision_for({"windows": [2.0, 0.5]}) == "windows"
     path = export_onnx(exported[0], CONFIG, LABELS, tmp_path / "w.onnx", decision="windows")
     assert OnnxModel(path).decision == "windows"

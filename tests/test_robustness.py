@@ -118,15 +118,25 @@ def test_rescore_scores_the_held_out_recordings_again_without_training(tmp_path,
     assert OnnxModel(models / "default.int8.onnx").training["uar_int8"] == {"emodb": round(uar, 4)}
     new_card = (models / "MODEL_CARD.md").read_text()
     assert "stale" not in new_card and f"| {100 * uar:.1f} |" in new_card
-    fresh_head = head.replace("Stale words on\nwindows.", bundle.RUNTIME_SENTENCE["segment"])
+    shipped = OnnxModel(DEFAULT_MODEL).decision
+    fresh_head = head.replace("Stale words on\nwindows.", bundle.RUNTIME_SENTENCE[shipped])
     assert new_card.startswith(fresh_head + bundle.QUALITY_SECTION + "\nProtocol: joint: ")
     assert new_card.endswith("\n\nkept text\n")
-    assert bundle.SHIPPED_PATH["segment"] in new_card.replace("\n", " ")  # the words say how they were scored
+    assert bundle.SHIPPED_PATH[shipped] in new_card.replace("\n", " ")  # the words say how they were scored
     from ser_edge.stream import CONTEXT_S
 
     # ... and they are the runtime's defaults
-    assert Recognizer(DEFAULT_MODEL).decision == "segment" and f"with {CONTEXT_S:g} s of" in bundle.SHIPPED_PATH["segment"]
+    assert Recognizer(DEFAULT_MODEL).decision == shipped == "blend"
+    assert f"with {CONTEXT_S:g} s of" in bundle.SHIPPED_PATH[shipped]
     assert saved["summary"]["protocol"].startswith("joint: ") and "context" in saved["summary"]["protocol"]
+    # --decision first writes another decision into the fold models and the shipped model.
+    assert bundle.main(argv + ["--decision", "segment"]) == 0
+    assert {OnnxModel(p).decision for p in (work / "fold2.onnx", work / "fold2.int8.onnx",
+                                            models / "default.int8.onnx")} == {"segment"}
+    saved = json.loads((models / "card_scores.json").read_text())
+    assert [r["int8"] for r in saved["clips"]] == [
+        Recognizer(DEFAULT_MODEL, decision="segment").predict_file(c.path).label for c in clips]
+    assert bundle.SHIPPED_PATH["segment"] in (models / "MODEL_CARD.md").read_text().replace("\n", " ")
     # Fold models that ask to be decided by their windows are scored so, and the card says so.
     import onnx
 
@@ -151,6 +161,10 @@ def test_the_bundle_command_refuses_a_bad_ensemble_size_before_any_work(tmp_path
     with pytest.raises(SystemExit) as stop:
         bundle.main(["--urdu", str(tmp_path), "--emodb", str(tmp_path), "--ravdess", str(tmp_path), "--ensemble", "0"])
     assert stop.value.code == 2 and "--ensemble must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        bundle.main(["--urdu", str(tmp_path), "--emodb", str(tmp_path), "--ravdess", str(tmp_path), "--decision",
+                     "blend"])
+    assert stop.value.code == 2 and "--decision goes with --rescore" in capsys.readouterr().err
 
 
 def test_the_bundle_command_sends_calibration_and_noise_to_the_folders_it_is_given(tmp_path, monkeypatch):

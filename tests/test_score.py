@@ -233,14 +233,15 @@ def test_min_confidence_labels_unsure_rows_uncertain_and_keeps_their_probabiliti
 
 def test_info_says_how_the_model_decides():
     result = runner.invoke(app, ["info"])
-    assert result.exit_code == 0 and "each speech segment in one pass, with context" in result.output
+    assert result.exit_code == 0 and "mean of one pass over it (with context) and of its windows" in \
+        " ".join(result.output.split()).replace("│ ", "").replace(" │", "")
 
 
 def test_decision_option_picks_how_segments_are_decided(tmp_path):
     from ser_edge.recognizer import Recognizer
 
     x, rate = sf.read(DEMO, dtype="float32")
-    for decision in ("segment", "windows"):
+    for decision in ("segment", "windows", "blend"):
         out = tmp_path / f"{decision}.csv"
         result = runner.invoke(app, ["score", str(DEMO), "-o", str(out), "--jobs", "2", "--decision", decision])
         assert result.exit_code == 0, result.output
@@ -251,7 +252,7 @@ def test_decision_option_picks_how_segments_are_decided(tmp_path):
             assert float(row[f"p_{k}"]) == pytest.approx(v, abs=1e-4)
     default = tmp_path / "default.csv"
     assert runner.invoke(app, ["score", str(DEMO), "-o", str(default), "--jobs", "1"]).exit_code == 0
-    assert default.read_text() == (tmp_path / "segment.csv").read_text()
-    assert (tmp_path / "windows.csv").read_text() != default.read_text()
+    assert default.read_text() == (tmp_path / "blend.csv").read_text()  # the bundled model's decision
+    assert len({(tmp_path / f"{d}.csv").read_text() for d in ("segment", "windows", "blend")}) == 3
     bad = runner.invoke(app, ["score", str(DEMO), "--decision", "median"])
-    assert bad.exit_code == 2 and "choose one of segment, windows" in bad.output
+    assert bad.exit_code == 2 and "choose one of blend, segment, windows" in bad.output

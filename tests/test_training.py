@@ -155,7 +155,7 @@ def test_train_and_evaluate_commands_run_end_to_end(tmp_path, monkeypatch):
     from ser_edge import Recognizer
 
     assert Recognizer(tmp_path / "m.int8.onnx", threads=1).info["labels"] == ["angry", "calm"]
-    assert Recognizer(tmp_path / "m.int8.onnx", threads=1).decision == "segment"  # trained on whole clips
+    assert Recognizer(tmp_path / "m.int8.onnx", threads=1).decision == "blend"  # trained on whole clips
     cropped = torch.load(tmp_path / "m.pt", weights_only=False)  # as if trained on random crops
     cropped["recipe"]["train"]["crop_frames"] = 200
     torch.save(cropped, tmp_path / "crops.pt")

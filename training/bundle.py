@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 import ser_edge
-from ser_edge.model import OnnxModel
+from ser_edge.model import DECISIONS, OnnxModel
 from ser_edge.stream import CONTEXT_S
 from ser_edge.training.comparison import TITLES, _speaker_folds, clip_id, read_corpora
 from ser_edge.training.corpora import SHARED_LABELS, outside, to_shared
@@ -86,16 +86,24 @@ def _score_shipped_path(work: Path, fold: int, rows: list[dict], clips) -> None:
 #: How `Recognizer` scores a recording with a model of each decision (the card says so where it
 #: gives its figures): in a few words for the protocol, and in full.
 SCORED_BY = {"segment": f"each speech segment in one pass, with {CONTEXT_S:g} s of context",
-             "windows": "2 s windows every 0.5 s over speech, the mean of the windows"}
+             "windows": "2 s windows every 0.5 s over speech, the mean of the windows",
+             "blend": f"each speech segment by the mean of one pass over it, with {CONTEXT_S:g} s of context, "
+                      "and of its 2 s windows every 0.5 s"}
 SHIPPED_PATH = {"segment": f"the voice-activity gate, each speech segment decided by one pass of the model over it "
                            f"with {CONTEXT_S:g} s of the audio before and after, the segments' probabilities weighted "
                            "by their durations",
-                "windows": "the voice-activity gate, 2 s windows every 0.5 s over speech, the mean of the windows"}
+                "windows": "the voice-activity gate, 2 s windows every 0.5 s over speech, the mean of the windows",
+                "blend": f"the voice-activity gate, each speech segment decided by the mean of one pass of the model "
+                         f"over it with {CONTEXT_S:g} s of the audio before and after and of its 2 s windows every "
+                         "0.5 s, the segments' probabilities weighted by their durations"}
 #: What the card says of the runtime after its sizes (`--rescore` rewrites it with the figures).
 RUNTIME_SENTENCE = {"segment": f"Each speech segment is decided by one pass over it\nwith {CONTEXT_S:g} s of "
                                "context; live displays also get a 2.0 s window every 0.5 s of speech.",
                     "windows": "Each speech segment is decided by the mean of its\nanalysis windows, 2.0 s every "
-                               "0.5 s over speech."}
+                               "0.5 s over speech.",
+                    "blend": f"Each speech segment is decided by the mean of one pass\nover it with {CONTEXT_S:g} s of "
+                             "context and of its 2.0 s windows every 0.5 s (live\ndisplays get the windows as they "
+                             "come)."}
 _QUANTISATION = "quantisation (DynamicQuantizeLSTM, MatMulInteger). "
 
 
@@ -225,6 +233,11 @@ def rescore(args: argparse.Namespace) -> int:
     if missing:
         return fail(f"{card_scores} names folds {folds}, but {missing[0]} is missing: --work must be the folder "
                     "of the build that wrote it")
+    if args.decision:  # the runtime's decision for these models changed: they (and the shipped model) say so
+        for path in [args.work / f"fold{n}{ext}" for n in folds for ext in (".onnx", ".int8.onnx")] + [
+                args.models / "default.int8.onnx", *(p for p in (args.work / "default.onnx", args.work /
+                                                                 "default.int8.onnx") if p.is_file())]:
+            _update_metadata(path, {"ser_edge.decision": args.decision})
     for fold in folds:
         mine = [r for r in rows if r["fold"] == fold]
         _score_shipped_path(args.work, fold, mine, [by_id[r["clip"]] for r in mine])
@@ -259,12 +272,19 @@ def _update_training_metadata(path: Path, fields: dict) -> None:
     """Update fields of the model's `ser_edge.training` metadata (what `ser-edge info` shows)."""
     import onnx
 
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    _update_metadata(path, {"ser_edge.training": json.dumps({**json.loads(meta.get("ser_edge.training", "{}")),
+                                                             **fields}, default=str)})
+
+
+def _update_metadata(path: Path, entries: dict[str, str]) -> None:
+    """Set metadata entries of an ONNX model file, keeping the others and their order."""
+    import onnx
+
     from ser_edge.model import set_metadata
 
     model = onnx.load(str(path))
-    meta = {p.key: p.value for p in model.metadata_props}
-    meta["ser_edge.training"] = json.dumps({**json.loads(meta.get("ser_edge.training", "{}")), **fields}, default=str)
-    set_metadata(model, meta)
+    set_metadata(model, {**{p.key: p.value for p in model.metadata_props}, **entries})
     onnx.save(model, str(path))
 
 
@@ -293,9 +313,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rescore", action="store_true",
                         help="train nothing: score the held-out recordings again with the fold models in --work "
                              "(after a runtime change) and update the card, calibration and noise sections")
+    parser.add_argument("--decision", choices=DECISIONS, default=None,
+                        help="with --rescore: first write this runtime decision into the fold models and the shipped "
+                             "model (after a change of how the runtime decides with models of this recipe)")
     args = parser.parse_args(argv)
     if args.ensemble is not None and args.ensemble < 1:
         parser.error(f"--ensemble must be at least 1, got {args.ensemble}")
+    if args.decision and not args.rescore:
+        parser.error("--decision goes with --rescore (a build writes the recipe's decision itself)")
     if args.rescore:
         return rescore(args)
     torch.set_num_threads(args.threads)

@@ -6,9 +6,9 @@
 The bundle command leaves each cross-validation fold's int8 model in build/default-model/
 and the fold of every held-out clip in ser_edge/models/card_scores.json. Each held-out
 clip is scored by its fold's model through the shipped path (voice-activity gate, each
-speech segment decided by one pass over it with its context); a clip's probabilities are
-the mean of its segments' softmax(logits / T), weighted by their durations, exactly what
-`Recognizer` computes once the temperature T is in the graph.
+speech segment decided as its model asks: see `clip_parts`); a clip's probabilities are
+the weighted mean of its parts' softmax(logits / T), exactly what `Recognizer` computes
+once the temperature T is in the graph.
 
 - Held-out estimate (cross-fitted): for each fold, T is fitted (negative log-likelihood)
   on the *other* folds' clips and applied to this fold's; expected calibration error (ECE,
@@ -44,12 +44,22 @@ def tempered(parts: np.ndarray, temperature: float, weights: Optional[np.ndarray
 def clip_parts(prediction, labels: Sequence[str], decision: str) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """What `Recognizer` averages into a recording's probabilities ([n, k] probabilities and
     [n] weights): its segments' decisions weighted by duration, or with decision="windows"
-    its windows, equally; None when it found no speech."""
+    its windows, equally, or with "blend" each segment's pass and its windows, half of the
+    segment's weight each (so a temperature applied to every part's logits is what
+    `Recognizer` computes); None when it found no speech."""
     if not prediction.events:
         return None
     if decision == "windows":
         parts = np.array([[w.probabilities[lab] for lab in labels] for w in prediction.windows])
         return parts, np.ones(len(parts))
+    if decision == "blend":
+        rows, weights = [], []
+        for e in prediction.events:
+            rows.append([e.pass_probabilities[lab] for lab in labels])
+            weights.append(e.weight / 2)
+            rows += [[w.probabilities[lab] for lab in labels] for w in e.windows]
+            weights += [e.weight / (2 * len(e.windows))] * len(e.windows)
+        return np.array(rows), np.array(weights)
     return (np.array([[e.probabilities[lab] for lab in labels] for e in prediction.events]),
             np.array([e.weight for e in prediction.events]))
 

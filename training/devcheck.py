@@ -10,7 +10,8 @@ per fold an ensemble of the row's recipe (`--members`, seeds 0..members-1) is tr
 exported and quantised to int8 (cached in `--out`/TASK, so a second run only scores), and
 every held-out clip is scored through the runtime (`Recognizer`) with each decision:
 "segment" (one pass over each speech segment with its context, the default) and "windows"
-(the mean of the 2 s windows), and as one whole clip. The UAR of each corpus and their mean are printed and written to `--out`/DEVCHECK.md;
+(the mean of the 2 s windows), "blend" (per segment the mean of the two, the segments
+weighted by duration) and as one whole clip. The UAR of each corpus and their mean are printed and written to `--out`/DEVCHECK.md;
 the labels per clip to `--out`/TASK/rows.json, in the form `paired --cards` compares (two
 rows on the same clips, with an interval over draws of the development speakers):
 
@@ -46,7 +47,7 @@ import numpy as np
 __all__ = ["DECISIONS", "FLOORS", "LEAD_INS", "PATHS", "floor_columns", "fold_models", "main", "path_lines", "score_clips", "table",
            "through_a_sound_server"]
 
-DECISIONS = ("segment", "windows", "whole clip")
+DECISIONS = ("segment", "windows", "blend", "whole clip")
 LEAD_INS = ("first segment", "+ own lead-in", "+ digital silence", "+ white -60 dBFS", "+ another clip's")
 PATHS = ("sub-frame shift", "44.1 kHz path")
 FLOORS = (("white", 50), ("white", 40), ("pink", 40), ("white", 30))  # a quiet room's floor, SNR over speech
@@ -125,6 +126,20 @@ def path_lines(rows: Sequence[dict]) -> list[str]:
     return lines
 
 
+def blended(prediction, labels: Sequence[str]) -> Optional[str]:
+    """The label of the "blend" decision over a recording scored with the "segment" decision:
+    per speech segment the mean of its one pass's probabilities and of its windows' mean,
+    the segments weighted by duration; None without speech."""
+    if not prediction.events:
+        return None
+    parts = []
+    for e in prediction.events:
+        one = np.array([e.probabilities[k] for k in labels])
+        parts.append((one + np.mean([[w.probabilities[k] for k in labels] for w in e.windows], axis=0)) / 2
+                     if e.windows else one)
+    return labels[int(np.argmax(np.average(parts, axis=0, weights=[e.weight for e in prediction.events])))]
+
+
 def floor_columns() -> list[str]:
     return [f"{kind} {snr} dB" for kind, snr in FLOORS]
 
@@ -153,6 +168,7 @@ def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int
             whole, _ = model.score(extract(x, model.feature_config))
             row = {"clip": str(clip.path), "corpus": clip.corpus, "speaker": clip.group, "true": clip.label,
                    "segment": results["segment"][j].label, "windows": results["windows"][j].label,
+                   "blend": blended(results["segment"][j], model.labels),
                    "whole clip": model.labels[int(np.argmax(whole))]}
             if path:
                 seg = results["segment"][j]

@@ -50,7 +50,7 @@ def checkpoint_states(model: BiLstmAttention | Ensemble) -> dict:
 
 
 def _metadata(model: BiLstmAttention | Ensemble, feature_config: FeatureConfig, labels: list[str], window_s: float,
-              hop_s: float, training: dict, decision: str = "segment") -> dict[str, str]:
+              hop_s: float, training: dict, decision: str = "blend") -> dict[str, str]:
     return {
         "ser_edge.format": MODEL_FORMAT,
         "ser_edge.labels": json.dumps(labels),
@@ -90,14 +90,14 @@ class _WithEmbedding(torch.nn.Module):
 
 def export_onnx(model: BiLstmAttention | Ensemble, feature_config: FeatureConfig, labels: list[str], out: str | Path,
                 window_s: float = 2.0, hop_s: float = 0.5, training: Optional[dict] = None,
-                decision: str = "segment") -> Path:
+                decision: str = "blend") -> Path:
     """Write the fp32 ONNX graph of `model` with ser-edge metadata; returns its path. An
     ensemble's graph also outputs `embedding`: its members' pooled attention vectors.
     `decision`: how the runtime should decide a speech segment with it (see
     `ser_edge.stream.DECISIONS`; "windows" for a model trained on windows or crops, not on
     whole clips: `decision_for`)."""
     if decision not in DECISIONS:
-        raise ValueError(f"decision must be 'segment' or 'windows', got {decision!r}")
+        raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
     if model.config.input_dim != feature_config.dim:
         raise ValueError(f"the model takes {model.config.input_dim} values per frame but the FeatureConfig "
                          f"gives {feature_config.dim}")
@@ -129,8 +129,12 @@ def export_onnx(model: BiLstmAttention | Ensemble, feature_config: FeatureConfig
 
 def decision_for(train: dict) -> str:
     """The runtime decision that matches how a model was trained (its recipe's `train` fields):
-    "windows" when it learnt from analysis windows or random crops, "segment" from whole clips."""
-    return "windows" if train.get("windows") or train.get("crop_frames") else "segment"
+    "windows" when it learnt from analysis windows or random crops, "segment" from speech
+    segments with their context, "blend" (the mean of the two) from whole clips: chosen on
+    the development speakers (docs/results.md, fifteenth round)."""
+    if train.get("windows") or train.get("crop_frames"):
+        return "windows"
+    return "segment" if train.get("segments", -1) >= 0 else "blend"
 
 
 def quantise_int8(fp32: str | Path, out: str | Path) -> Path:

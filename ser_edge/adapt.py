@@ -9,7 +9,7 @@ them with numpy, and written into the base graph in place of the old output laye
 result is one ordinary ser-edge ONNX file with the new labels, the same features, windows
 and checks, and the window embeddings still available as an output. Its metadata asks the
 runtime to decide each segment by the mean of its windows (`decision` "windows"), as the
-head was fitted; the base's own figures are its shipped decision (a pass over each segment).
+head was fitted; the base's own figures are its shipped decision (the model's own, e.g. "blend").
 
     from ser_edge.adapt import adapt, read_labelled
     clips = read_labelled("my-clips/")          # one sub-folder per label, or a CSV manifest
@@ -371,7 +371,7 @@ def embed_clips(base_path: Path, base, clips: Sequence[LabelledClip], threads: i
         onnx.save(embedding_model(base), str(path))
         recorder = _EmbeddingRecorder(path, threads)
     windows: list[np.ndarray] = []
-    # The base decides as it ships (its own decision: a pass over each segment); the window
+    # The base decides as it ships (its own decision, e.g. "blend"); the window
     # just scored is the recorder's last embedding when the stream reports the window.
     recognizer = Recognizer(recorder, on_window=lambda w: windows.append(recorder.last),
                             decision=None if base_labels else "windows")

@@ -358,7 +358,7 @@ def listen(
     min_confidence: float = _MIN_CONFIDENCE,
     record: Optional[Path] = typer.Option(
         None, help="Also write what the microphone gave to this WAV file (32-bit float, the device's rate, "
-                   "replacing the file): offline scoring of it finds the same events."),
+                   "replacing the file): offline scoring of it with the same model and options finds the same events."),
 ) -> None:
     """Classify the emotion of live speech from the microphone.
 
@@ -432,19 +432,21 @@ def listen(
             subtitle = f"last segment {e.start_s:.1f}-{e.end_s:.1f} s: {said}  |  " + subtitle
         return Panel(grid, title=title, subtitle=subtitle)
 
+    try:  # the file first: a path it cannot write stops here, before the device is opened
+        recording = _recording(record, rate)
+    except RuntimeError as err:  # soundfile's error for a path it cannot open for writing
+        typer.echo(f"error: cannot record to {record}: {err}", err=True)
+        raise typer.Exit(code=2) from err
     try:
         audio = sd.InputStream(device=spec, samplerate=rate, channels=1, dtype="float32", callback=callback)
     except sd.PortAudioError as err:
+        with recording:  # closed (an empty recording, if any, is left as a valid file)
+            pass
         typer.echo(f"error: cannot open {name!r} at {rate} Hz ({err}); choose another device with --device", err=True)
         raise typer.Exit(code=2) from err
     from rich.live import Live
 
     live = None if json_lines else Live(view(), console=err_console, refresh_per_second=8)
-    try:
-        recording = _recording(record, rate)
-    except RuntimeError as err:  # soundfile's error for a path it cannot open for writing
-        typer.echo(f"error: cannot record to {record}: {err}", err=True)
-        raise typer.Exit(code=2) from err
     try:
         with audio, recording:
             if live:

@@ -105,7 +105,7 @@ def test_a_recording_is_its_segments_weighted_by_duration(model):
     samples = _two_segments()
     p = Recognizer(model).predict(samples, RATE)
     durations = [e.end_s - e.start_s for e in p.events]
-    assert [e.weight for e in p.events] == durations and min(durations) > 0.5
+    assert len(durations) == 2 and min(durations) > 0.5
     expected = np.average([[e.probabilities[k] for k in model.labels] for e in p.events], axis=0, weights=durations)
     np.testing.assert_allclose([p.probabilities[k] for k in model.labels], expected, atol=1e-9)
     assert p.label == model.labels[int(expected.argmax())]

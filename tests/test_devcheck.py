@@ -57,6 +57,10 @@ def test_fold_models_are_trained_once_and_every_held_out_clip_is_scored_each_way
     again = []
     assert devcheck.fold_models(task, recipe, tmp_path / "dev", members=2, log=again.append) == paths
     assert again == []  # cached: nothing trained the second time
+    with pytest.raises(ValueError, match="another recipe, ensemble size"):  # never scores models of another row
+        devcheck.fold_models(task, recipe, tmp_path / "dev", members=3)
+    with pytest.raises(ValueError, match="another recipe, ensemble size"):
+        devcheck.fold_models(task, recipe.derive(train={"max_epochs": 2}), tmp_path / "dev", members=2)
 
     rows = devcheck.score_clips(task, paths, lead_in=True, path=True, floors=True)
     held_out = [task.clips[i] for _, test in task.splits for i in test]
@@ -64,18 +68,18 @@ def test_fold_models_are_trained_once_and_every_held_out_clip_is_scored_each_way
     assert [r["speaker"] for r in rows] == [c.group for c in held_out]
     for row, (clip, path) in zip(rows, [(task.clips[i], p) for (_, test), p in zip(task.splits, paths) for i in test]):
         assert row["true"] == clip.label and row["corpus"] == clip.corpus
-        assert row["segment"] == Recognizer(str(path)).predict_file(clip.path).label  # the runtime's default
-        assert row["windows"] == Recognizer(str(path), decision="windows").predict_file(clip.path).label
+        for decision in ("segment", "windows", "blend"):
+            assert row[decision] == Recognizer(str(path), decision=decision).predict_file(clip.path).label
         assert set(devcheck.LEAD_INS) <= set(row) and {row[c] for c in devcheck.LEAD_INS} <= set(task.labels)
         assert {row[c] for c in devcheck.PATHS} <= set(task.labels) and len(row["p 44.1 kHz path"]) == 4
         assert {row[c] for c in devcheck.floor_columns()} <= set(task.labels) | {None}
         assert row["p segment"] == pytest.approx(
-            [Recognizer(str(path)).predict_file(clip.path).probabilities[k] for k in task.labels])
+            [Recognizer(str(path), decision="segment").predict_file(clip.path).probabilities[k] for k in task.labels])
     lines = devcheck.path_lines(rows)
     assert [line.split(":")[0] for line in lines] == list(devcheck.PATHS)
     assert all(f"of {len(rows)} clips" in line for line in lines)
     text = devcheck.table(rows, task.labels, [*devcheck.DECISIONS, *devcheck.LEAD_INS])
-    assert text.splitlines()[0].startswith("| corpus | clips | segment | windows | whole clip | first segment")
+    assert text.splitlines()[0].startswith("| corpus | clips | segment | windows | blend | whole clip | first segment")
     assert [line.split("|")[1].strip() for line in text.splitlines()[2:]] == ["emodb", "ravdess", "mean"]
 
 

@@ -439,6 +439,10 @@ def test_a_floor_stands_in_for_each_clean_clip(tmp_path, monkeypatch):
                   augment=augment)
     assert seen["train"] and all(e.source is not None for e in seen["train"])
     assert all(e.source is None for e in seen["val"])
+    # A clip whose floored copy cannot be made (its file is gone) is trained on as it is.
+    gone = Example(examples[0].features, 0, "s9", tmp_path / "gone.wav")
+    with pytest.warns(UserWarning, match="no floor copy"):
+        assert Augmenter(cache, ["floor:25-45"]).extend([gone]) == [gone]
     for bad in ("floor:45-25", "floor:30"):
         with pytest.raises(ValueError, match="floor"):
             Augmenter(cache, [bad])

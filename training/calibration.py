@@ -56,7 +56,7 @@ def clip_parts(prediction, labels: Sequence[str], decision: str) -> Optional[tup
         rows, weights = [], []
         for e in prediction.events:
             rows.append([e.pass_probabilities[lab] for lab in labels])
-            weights.append(e.weight / 2)
+            weights.append(e.weight / 2 if e.windows else e.weight)
             rows += [[w.probabilities[lab] for lab in labels] for w in e.windows]
             weights += [e.weight / (2 * len(e.windows))] * len(e.windows)
         return np.array(rows), np.array(weights)

@@ -323,7 +323,8 @@ class Augmenter:
                 try:
                     number = (int(low), int(high))
                 except ValueError:
-                    raise ValueError(f"augmentation {spec!r} is not {kind}:LOW-HIGH (whole dB, {kind}:0-20)") from None
+                    example = "mixed:0-20" if kind == "mixed" else "floor:25-45"
+                    raise ValueError(f"augmentation {spec!r} is not {kind}:LOW-HIGH (whole dB, {example})") from None
                 if not sep or number[0] > number[1]:
                     raise ValueError(f"augmentation {spec!r}: the SNR range must be LOW-HIGH with LOW <= HIGH")
                 self.copies.append((kind, number))

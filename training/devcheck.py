@@ -9,9 +9,9 @@ cross-corpus tasks (trained on the other corpora's development speakers, tested 
 per fold an ensemble of the row's recipe (`--members`, seeds 0..members-1) is trained,
 exported and quantised to int8 (cached in `--out`/TASK, so a second run only scores), and
 every held-out clip is scored through the runtime (`Recognizer`) with each decision:
-"segment" (one pass over each speech segment with its context, the default) and "windows"
-(the mean of the 2 s windows), "blend" (per segment the mean of the two, the segments
-weighted by duration) and as one whole clip. The UAR of each corpus and their mean are printed and written to `--out`/DEVCHECK.md;
+"segment" (one pass over each speech segment with its context), "windows" (the mean of the
+2 s windows), "blend" (per segment the mean of the two; what models trained on whole clips
+ask for) and as one whole clip. The UAR of each corpus and their mean are printed and written to `--out`/DEVCHECK.md;
 the labels per clip to `--out`/TASK/rows.json, in the form `paired --cards` compares (two
 rows on the same clips, with an interval over draws of the development speakers):
 
@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -64,6 +65,15 @@ def fold_models(task, recipe, out: Path, members: int, device: str = "cpu",
     from ser_edge.training.protocols import fit_ensemble
 
     out.mkdir(parents=True, exist_ok=True)
+    made_with = {"recipe": recipe.to_dict(), "members": members, "task": task.name,
+                 "clips": [str(c.path) for c in task.clips]}
+    record = out / "made_with.json"
+    if record.is_file() and json.loads(record.read_text()) != json.loads(json.dumps(made_with)):
+        raise ValueError(f"{out} holds fold models of another recipe, ensemble size or clip list; give another --out "
+                         "(or empty it)")
+    if not record.is_file() and any(out.glob("fold*.onnx")):
+        raise ValueError(f"{out} holds fold models without a record of how they were made; give another --out")
+    record.write_text(json.dumps(made_with, indent=1))
     _STATE.update(tasks={task.name: task}, device=device, overrides={})
     cache = FeatureCache(recipe.features)
     paths = []
@@ -126,20 +136,6 @@ def path_lines(rows: Sequence[dict]) -> list[str]:
     return lines
 
 
-def blended(prediction, labels: Sequence[str]) -> Optional[str]:
-    """The label of the "blend" decision over a recording scored with the "segment" decision:
-    per speech segment the mean of its one pass's probabilities and of its windows' mean,
-    the segments weighted by duration; None without speech."""
-    if not prediction.events:
-        return None
-    parts = []
-    for e in prediction.events:
-        one = np.array([e.probabilities[k] for k in labels])
-        parts.append((one + np.mean([[w.probabilities[k] for k in labels] for w in e.windows], axis=0)) / 2
-                     if e.windows else one)
-    return labels[int(np.argmax(np.average(parts, axis=0, weights=[e.weight for e in prediction.events])))]
-
-
 def floor_columns() -> list[str]:
     return [f"{kind} {snr} dB" for kind, snr in FLOORS]
 
@@ -158,7 +154,7 @@ def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int
     rows = []
     rng = np.random.default_rng(0)
     for (_, test), path in zip(task.splits, paths):
-        by = {d: Recognizer(str(path), threads=threads, decision=d) for d in ("segment", "windows")}
+        by = {d: Recognizer(str(path), threads=threads, decision=d) for d in ("segment", "windows", "blend")}
         model = by["segment"].model
         rate = model.feature_config.sample_rate
         audio = [load(task.clips[i].path, rate) for i in test]
@@ -168,7 +164,7 @@ def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int
             whole, _ = model.score(extract(x, model.feature_config))
             row = {"clip": str(clip.path), "corpus": clip.corpus, "speaker": clip.group, "true": clip.label,
                    "segment": results["segment"][j].label, "windows": results["windows"][j].label,
-                   "blend": blended(results["segment"][j], model.labels),
+                   "blend": results["blend"][j].label,
                    "whole clip": model.labels[int(np.argmax(whole))]}
             if path:
                 seg = results["segment"][j]
@@ -249,7 +245,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     page = [f"# Development check: {args.row} ×{args.members}, int8", ""]
     for task in chosen:
         out = args.out / task.name
-        models = fold_models(task, recipe, out, args.members, args.device)
+        try:
+            models = fold_models(task, recipe, out, args.members, args.device)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         rows = score_clips(task, models, lead_in=args.lead_in, threads=args.threads, path=args.path,
                            floors=args.floors)
         (out / "rows.json").write_text(json.dumps({"row": args.row, "members": args.members, "task": task.name,

@@ -131,7 +131,7 @@ def decision_for(train: dict) -> str:
     """The runtime decision that matches how a model was trained (its recipe's `train` fields):
     "windows" when it learnt from analysis windows or random crops, "segment" from speech
     segments with their context, "blend" (the mean of the two) from whole clips: chosen on
-    the development speakers (docs/results.md, fifteenth round)."""
+    the development speakers (docs/results.md, sixteenth round)."""
     if train.get("windows") or train.get("crop_frames"):
         return "windows"
     return "segment" if train.get("segments", -1) >= 0 else "blend"

@@ -109,9 +109,11 @@ def level_normalise(features: torch.Tensor, lengths: torch.Tensor,
                     groups: tuple[tuple[int, int], ...], power: bool = False) -> torch.Tensor:
     """Subtract, per item and per group of dimensions, one level: the mean over its valid frames
     and the group's dimensions, or with `power` the frames' means over the group's dimensions
-    (natural-log powers) averaged with weights proportional to exp(frame mean), i.e. to each
-    frame's power (a frame 10 dB down counts a tenth; a gain shifts the level and nothing
-    else). Other dimensions are left as they are. Padding becomes zero."""
+    averaged with weights proportional to exp(frame mean): for blocks in natural-log power
+    (log-mel, the prosody block's ln energy) each frame's power (a frame 10 dB down counts a
+    tenth); for a dB block (the spectrogram) or MFCC c0 the weights are much sharper, nearly
+    the loudest frame's level. A gain shifts the level and nothing else. Other dimensions
+    are left as they are. Padding becomes zero."""
     mask = _mask(lengths, features.shape[0], features.dtype)[..., None]
     x = features * mask
     n = lengths.clamp(min=1).to(features.dtype)

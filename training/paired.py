@@ -150,8 +150,9 @@ def card_items(a: dict, b: dict, column: str = "int8") -> list[Paired]:
         raise ValueError(f"the cards hold different clips ({len(rows[0])} and {len(rows[1])}, "
                          f"{len(set(rows[0]) ^ set(rows[1]))} in one only): build both on the same corpora and folds")
     if any(column not in r for side in rows for r in side.values()):
-        known = sorted(set.intersection(*(set(r) for side in rows for r in side.values()))
-                       - {"clip", "corpus", "speaker", "true"})
+        known = sorted(k for k in set.intersection(*(set(r) for side in rows for r in side.values()))
+                       - {"clip", "corpus", "speaker", "true"}
+                       if all(isinstance(r[k], (str, type(None))) for side in rows for r in side.values()))
         raise ValueError(f"a card has no {column!r} labels; choose one of {', '.join(known)}")
     items = []
     for corpus in sorted({r["corpus"] for r in rows[0].values()}):

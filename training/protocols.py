@@ -132,7 +132,9 @@ def fit(examples: Sequence[Example], model_config: ModelConfig, train_config: Tr
         augment: Augment = None, always: Sequence[Example] = (), extra: Sequence[Example] = ()) -> TrainResult:
     """Train on `examples` (and all of `always`), early-stopping on a speaker-disjoint,
     class-mixed `val_fraction` of the clips of `examples`; `augment` adds copies of the
-    training part (never of the validation part). `extra`: clips outside the task's classes
+    training part, `always` and `extra` clips included (never of the validation part), and
+    with a floor (`Augmenter.extend`) its floored copies stand in for the clips themselves.
+    `extra`: clips outside the task's classes
     (label -1, for `TrainConfig.own_labels`); those of the training part's speakers are
     trained on, the others (validation speakers' and any not in `examples`) left out."""
     train, val = training_split(examples, train_config.seed, val_fraction, always)

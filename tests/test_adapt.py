@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -337,12 +338,19 @@ def test_the_k_shot_base_model_is_trained_again_when_the_default_recipe_changed(
     def fit(*args, **kwargs):
         raise Trained
 
+    from ser_edge.model import DEFAULT_MODEL, OnnxModel
+    from ser_edge.training.export import decision_for, update_metadata
+
     monkeypatch.setattr(protocols, "fit", fit)
-    (tmp_path / "base-without-urdu.int8.onnx").write_bytes(b"cached")
+    cached = tmp_path / "base-without-urdu.int8.onnx"
+    shutil.copyfile(DEFAULT_MODEL, cached)
+    update_metadata(cached, {"ser_edge.decision": "windows"})  # exported when the runtime decided otherwise
     recipe = get_recipe("default").derive(train={"seed": 0, "device": "cpu"})
     made_with = tmp_path / "base-without-urdu.recipe.json"
     made_with.write_text(json.dumps(recipe.to_dict()))
-    assert kshot.base_model("urdu", {}, tmp_path, 1) == tmp_path / "base-without-urdu.int8.onnx"
+    assert kshot.base_model("urdu", {}, tmp_path, 1) == cached
+    # reused, and decided as the runtime now decides with models of its recipe
+    assert OnnxModel(cached).decision == decision_for(recipe.train.to_dict()) == "blend"
     made_with.write_text(json.dumps({**json.loads(made_with.read_text()), "augment": []}))  # an older recipe
     with pytest.raises(Trained):
         kshot.base_model("urdu", {}, tmp_path, 1)

@@ -49,7 +49,7 @@ from ser_edge.stream import CONTEXT_S
 from ser_edge.training.comparison import TITLES, _speaker_folds, clip_id, read_corpora
 from ser_edge.training.corpora import SHARED_LABELS, outside, to_shared
 from ser_edge.training.data import FeatureCache, load_examples
-from ser_edge.training.export import decision_for, export_onnx, quantise_int8
+from ser_edge.training.export import decision_for, export_onnx, quantise_int8, update_metadata
 from ser_edge.training.metrics import report_with_misses
 from ser_edge.training.protocols import fit_ensemble, training_split
 from ser_edge.training.recipes import describe, get_recipe
@@ -237,7 +237,7 @@ def rescore(args: argparse.Namespace) -> int:
         for path in [args.work / f"fold{n}{ext}" for n in folds for ext in (".onnx", ".int8.onnx")] + [
                 args.models / "default.int8.onnx", *(p for p in (args.work / "default.onnx", args.work /
                                                                  "default.int8.onnx") if p.is_file())]:
-            _update_metadata(path, {"ser_edge.decision": args.decision})
+            update_metadata(path, {"ser_edge.decision": args.decision})
     for fold in folds:
         mine = [r for r in rows if r["fold"] == fold]
         _score_shipped_path(args.work, fold, mine, [by_id[r["clip"]] for r in mine])
@@ -273,19 +273,8 @@ def _update_training_metadata(path: Path, fields: dict) -> None:
     import onnx
 
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    _update_metadata(path, {"ser_edge.training": json.dumps({**json.loads(meta.get("ser_edge.training", "{}")),
+    update_metadata(path, {"ser_edge.training": json.dumps({**json.loads(meta.get("ser_edge.training", "{}")),
                                                              **fields}, default=str)})
-
-
-def _update_metadata(path: Path, entries: dict[str, str]) -> None:
-    """Set metadata entries of an ONNX model file, keeping the others and their order."""
-    import onnx
-
-    from ser_edge.model import set_metadata
-
-    model = onnx.load(str(path))
-    set_metadata(model, {**{p.key: p.value for p in model.metadata_props}, **entries})
-    onnx.save(model, str(path))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

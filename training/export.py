@@ -127,6 +127,16 @@ def export_onnx(model: BiLstmAttention | Ensemble, feature_config: FeatureConfig
     return out
 
 
+def update_metadata(path: str | Path, entries: dict[str, str]) -> None:
+    """Set metadata entries of an ONNX model file, keeping the others and their order (the
+    weights are not touched)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    set_metadata(model, {**{p.key: p.value for p in model.metadata_props}, **entries})
+    onnx.save(model, str(path))
+
+
 def decision_for(train: dict) -> str:
     """The runtime decision that matches how a model was trained (its recipe's `train` fields):
     "windows" when it learnt from analysis windows or random crops, "segment" from speech

@@ -55,6 +55,12 @@ def base_model(target: str, corpora: dict[str, list[Clip]], work: Path, threads:
     out, made_with = work / f"base-without-{target}.int8.onnx", work / f"base-without-{target}.recipe.json"
     wanted = json.loads(json.dumps(recipe.to_dict()))  # as it reads back (tuples become lists)
     if out.exists() and made_with.exists() and json.loads(made_with.read_text()) == wanted:
+        from ser_edge.model import OnnxModel
+        from ser_edge.training.export import decision_for, update_metadata
+
+        decision = decision_for(recipe.train.to_dict())  # how the runtime now decides with such a model
+        if OnnxModel(out).decision != decision:
+            update_metadata(out, {"ser_edge.decision": decision})
         return out
     import torch
 

@@ -28,12 +28,12 @@ def test_speech_segments_are_what_the_runtime_decides_on():
     model = OnnxModel()
     samples = _two_segments()
     rows = speech_segments(samples, model.feature_config)
-    events = Recognizer(model).predict(samples, RATE).events
+    events = Recognizer(model).predict(samples, RATE).events  # the bundled model's decision: a blend with the pass
     features = extract(samples, model.feature_config)
     assert rows.shape == (2, 3) == (len(events), 3)
     for (a, b, n), e in zip(rows, events):
         p, _ = model.score(features[a:b])  # the same pass, the same probabilities
-        np.testing.assert_allclose([e.probabilities[k] for k in model.labels], p, atol=1e-6)
+        np.testing.assert_allclose([e.pass_probabilities[k] for k in model.labels], p, atol=1e-6)
         assert n == round((e.end_s - e.start_s - model.feature_config.frame_s) / 0.01) + 1  # speech frames
         assert a == round(e.start_s / 0.01) - 30                                           # 0.3 s before
     assert speech_segments(quiet(2.0), model.feature_config).shape == (0, 3)

@@ -45,6 +45,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ser_edge.stream import CONTEXT_S
+
 __all__ = ["DECISIONS", "FLOORS", "LEAD_INS", "PATHS", "floor_columns", "fold_models", "main", "path_lines", "score_clips", "table",
            "through_a_sound_server"]
 
@@ -52,7 +54,7 @@ DECISIONS = ("segment", "windows", "blend", "whole clip")
 LEAD_INS = ("first segment", "+ own lead-in", "+ digital silence", "+ white -60 dBFS", "+ another clip's")
 PATHS = ("sub-frame shift", "44.1 kHz path")
 FLOORS = (("white", 50), ("white", 40), ("pink", 40), ("white", 30))  # a quiet room's floor, SNR over speech
-EXTRA_S = 0.7  # the lead-in the probe adds before the segment's 0.3 s of context
+EXTRA_S = 0.7  # the lead-in the probe adds before the segment's context (CONTEXT_S)
 
 
 def fold_models(task, recipe, out: Path, members: int, device: str = "cpu",
@@ -93,15 +95,25 @@ def fold_models(task, recipe, out: Path, members: int, device: str = "cpu",
     return paths
 
 
+def _lead_in(x: np.ndarray, start: int, rate: int) -> np.ndarray:
+    """The EXTRA_S seconds of `x` before sample `start`."""
+    return x[max(0, start - int(EXTRA_S * rate)):start]
+
+
+def _context_start(first, rate: int) -> int:
+    """The sample where the one pass over the segment of event `first` begins (its context)."""
+    return max(0, int((first.start_s - CONTEXT_S) * rate))
+
+
 def _lead_in_columns(model, x: np.ndarray, first, other: np.ndarray, rng: np.random.Generator) -> dict:
     """The labels of the probe's columns for a clip `x` whose first event is `first`; `other` is
     the lead-in of another clip."""
     from ser_edge.features import extract
 
     rate = model.feature_config.sample_rate
-    a = max(0, int((first.start_s - 0.3) * rate))
-    b = min(len(x), int((first.end_s + 0.3) * rate))
-    own = x[max(0, a - int(EXTRA_S * rate)):a]
+    a = _context_start(first, rate)
+    b = min(len(x), int((first.end_s + CONTEXT_S) * rate))
+    own = _lead_in(x, a, rate)
     before = {"first segment": x[:0], "+ own lead-in": own, "+ digital silence": np.zeros(len(own), np.float32),
               "+ white -60 dBFS": (1e-3 * rng.standard_normal(len(own))).astype(np.float32),
               "+ another clip's": other}
@@ -140,6 +152,10 @@ def floor_columns() -> list[str]:
     return [f"{kind} {snr} dB" for kind, snr in FLOORS]
 
 
+def _probabilities(prediction, labels: Sequence[str]) -> Optional[list[float]]:
+    return [prediction.probabilities[label] for label in labels] if prediction.label else None
+
+
 def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int = 1,
                 path: bool = False, floors: bool = False) -> list[dict]:
     """Per held-out clip: its corpus, true label and the label of every column (with `path`,
@@ -168,12 +184,12 @@ def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int
                    "whole clip": model.labels[int(np.argmax(whole))]}
             if path:
                 seg = results["segment"][j]
-                row["p segment"] = [seg.probabilities[label] for label in model.labels] if seg.label else None
+                row["p segment"] = _probabilities(seg, model.labels)
                 offset = np.concatenate([np.zeros(40 + 37 * (j % 3), np.float32), x])
                 for column, (y, r) in zip(PATHS, ((offset, rate), through_a_sound_server(x, rate, j))):
                     got = by["segment"].predict(y, r)
                     row[column] = got.label
-                    row[f"p {column}"] = [got.probabilities[label] for label in model.labels] if got.label else None
+                    row[f"p {column}"] = _probabilities(got, model.labels)
             if floors:
                 for (kind, snr), column in zip(FLOORS, floor_columns()):
                     noise = make_noise(kind, len(x), np.random.default_rng(int(i)))
@@ -182,8 +198,8 @@ def score_clips(task, paths: Sequence[Path], lead_in: bool = False, threads: int
             if lead_in and events:
                 k = (j + 1 + int(rng.integers(max(1, len(test) - 1)))) % len(test)  # another clip, drawn
                 first_other = results["segment"][k].events
-                start = max(0, int((first_other[0].start_s - 0.3) * rate)) if first_other else len(audio[k])
-                other = audio[k][max(0, start - int(EXTRA_S * rate)):start]
+                start = _context_start(first_other[0], rate) if first_other else len(audio[k])
+                other = _lead_in(audio[k], start, rate)
                 row.update(_lead_in_columns(model, x, events[0], other, rng))
             rows.append(row)
     return rows

@@ -33,7 +33,8 @@ def _config(**kw):
 @pytest.mark.parametrize("kw", [dict(), dict(normalise="level", level_groups=((0, 8),)), dict(deltas=2),
                                 dict(subsample=3), dict(normalise="none", deltas=1, subsample=2),
                                 dict(normalise="level", level_groups=((0, 8),), subsample=3, stats=True),
-                                dict(normalise="level-power", level_groups=((0, 8), (9, 10)), deltas=2, subsample=3)])
+                                dict(normalise="level-power", level_groups=((0, 8), (9, 10)), deltas=2, subsample=3),
+                                dict(normalise="level", level_groups=((0, 8), (9, 10)), floor=1.5, deltas=2)])
 def test_a_padded_batch_scores_each_item_as_if_alone_with_every_front_end(kw):
     torch.manual_seed(0)
     model = BiLstmAttention(_config(**kw)).eval()
@@ -97,6 +98,40 @@ def test_power_weighted_level_cancels_a_gain_and_ignores_silence_around_the_spee
     plain = level_normalise(x, lengths, ((0, 4),))
     assert float(power[50, 0, 0]) == pytest.approx(math.log(1000.0) * (1 - 1000 / 1099), abs=1e-4)
     assert float(plain[50, 0, 0]) == pytest.approx(math.log(1000.0) * 0.99, abs=1e-4)
+
+
+def test_level_floor_keeps_digital_silence_from_pulling_the_level_and_leaves_speech_alone():
+    fc = FeatureConfig.preset("logmel").replace(blocks=["logmel", "prosody"])
+    groups = level_groups(fc)
+    rng = np.random.default_rng(0)
+    speech = (rng.standard_normal(16000) * np.linspace(0.1, 1, 16000)).astype(np.float32)
+
+    def normalised(signal, floor):
+        x = torch.from_numpy(extract(signal, fc))[:, None, :]
+        return level_normalise(x, torch.tensor([x.shape[0]]), groups, floor=floor)
+
+    # Nothing in this signal lies 50 dB below its loudest frame: the floor changes nothing,
+    # and a gain still cancels.
+    torch.testing.assert_close(normalised(speech, 11.5), normalised(speech, 0.0))
+    torch.testing.assert_close(normalised(speech * 7.0, 11.5), normalised(speech, 11.5), atol=2e-3, rtol=1e-3)
+    # Half a second of digital silence before it: without the floor every speech frame moves
+    # by several natural-log units; with it, by what 50 dB of floor is worth spread over the window.
+    n = normalised(speech, 0.0).shape[0]
+    padded = np.concatenate([np.zeros(8000, np.float32), speech])
+    plain = (normalised(padded, 0.0)[-n + 3:] - normalised(speech, 0.0)[-n + 3:])[..., :41].abs().mean()
+    floored_all = normalised(padded, 11.5)
+    floored = (floored_all[-n + 3:] - normalised(speech, 11.5)[-n + 3:])[..., :41].abs().mean()
+    assert float(plain) > 3.0 and float(floored) < float(plain) / 2
+    # The silent frames sit on one flat floor, 11.5 below the loudest frame's mean (the level
+    # shifts both alike).
+    silent = floored_all[:40, 0, :40]
+    assert float((silent - silent[0, 0]).abs().max()) < 1e-4
+    loudest = float(floored_all[:, 0, :40].mean(-1).max())
+    assert loudest - float(silent[0, 0]) == pytest.approx(11.5, abs=1e-3)
+    with pytest.raises(ValueError, match="floor needs a level normalisation"):
+        _config(floor=1.0)
+    with pytest.raises(ValueError, match="finite value >= 0"):
+        _config(normalise="level", level_groups=((0, 8),), floor=-1.0)
 
 
 def test_deltas_equal_the_regression_formula_inside_and_repeat_edges():
@@ -485,16 +520,16 @@ def _step_clips(n, dim, seed):
     return out
 
 
-@pytest.mark.parametrize("normalise, stats", [("mean", False), ("level", False), ("level", True),
-                                              ("level-power", False)])
-def test_the_default_front_end_exports_to_onnx_and_matches_torch(tmp_path, normalise, stats):
+@pytest.mark.parametrize("normalise, stats, floor", [("mean", False, 0.0), ("level", False, 0.0), ("level", True, 0.0),
+                                                     ("level-power", False, 0.0), ("level", False, 3.0)])
+def test_the_default_front_end_exports_to_onnx_and_matches_torch(tmp_path, normalise, stats, floor):
     pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
     from ser_edge.training.export import export_onnx, quantise_int8
 
     # A briefly trained model: its logits depend on the input, so argmax agreement means something
     # (an untrained model gives every input nearly the same logits).
-    recipe = get_recipe("default").derive(model={"normalise": normalise, "stats": stats})
+    recipe = get_recipe("default").derive(model={"normalise": normalise, "stats": stats, "floor": floor})
     dim = recipe.features.dim
     config = TrainConfig(max_epochs=6, patience=6, batch_size=16, lr=3e-3, balance="none", seed=0, device="cpu")
     model = train_model(_step_clips(48, dim, 0), _step_clips(12, dim, 1), recipe.model_config(4), config,

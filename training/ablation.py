@@ -148,6 +148,11 @@ _row("multicond-segments-widen", "multicond-segments", "each epoch the drawn seg
 # with a faint stationary floor (white or pink at 25-45 dB SNR); the noisy copy is kept.
 _row("multicond-floor", "multicond-deltas", "each clean training clip replaced by a copy with a faint floor "
      "(white or pink noise at a random 25 to 45 dB SNR)", augment=("mixed:0-20", "floor:25-45"))
+# Seventeenth round: models trained over a faint floor meet digital silence at run time (RAVDESS
+# holds it around the speech), where they score better with a faint noise added; here every
+# value is raised to at least the window's loudest frame level less 50 dB before the level is taken.
+_row("multicond-floor-clamp", "multicond-floor", "every log-mel and log-energy value raised to at least the window's "
+     "loudest frame level less 50 dB (11.5 in natural-log units) before the level is taken", model={"floor": 11.5})
 _row("multicond-deltas-power", "multicond-deltas", "the window's level as the power-weighted mean of its frames' "
      "log levels (near-silent frames hardly count)", model={"normalise": "level-power"})
 

@@ -10,7 +10,10 @@ exported graph needs nothing else:
    the same shift in every band), so the window's spectral shape is kept; "level-power"
    removes the same scalar but takes it as a power-weighted mean over the frames (each
    frame's weight is its share of the window's power), so near-silent frames hardly count
-   and the level does not depend on how much silence the window holds;
+   and the level does not depend on how much silence the window holds; with `floor`, every
+   value of a group first raised to at least its window's loudest frame level less `floor`
+   (in the group's log units), so digital silence looks like the quietest room the training
+   copies hold and cannot pull the level down;
 2. optional deltas (and delta-deltas) over time, computed within each item's own frames;
 3. the dataset's per-dimension mean and standard deviation (of the training windows after
    steps 1-2) standardise the values;
@@ -25,6 +28,7 @@ During training only, SpecAugment masks (set by the trainer) are applied after s
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
@@ -67,6 +71,7 @@ class ModelConfig:
     deltas: int = 0           # 0: none, 1: + deltas, 2: + deltas and delta-deltas
     subsample: int = 1        # frames mean-pooled before the LSTMs
     stats: bool = False       # mean and std of the standardised frames beside the attention context
+    floor: float = 0.0        # "level*": values raised to the window's loudest frame level - floor (0: off)
 
     def __post_init__(self) -> None:
         if self.normalise not in NORMALISATIONS:
@@ -75,6 +80,10 @@ class ModelConfig:
             raise ValueError(f"deltas must be 0, 1 or 2, got {self.deltas}")
         if self.subsample < 1:
             raise ValueError(f"subsample must be >= 1, got {self.subsample}")
+        if not (math.isfinite(self.floor) and self.floor >= 0):
+            raise ValueError(f"floor must be a finite value >= 0 (0: off), got {self.floor}")
+        if self.floor and self.normalise not in ("level", "level-power"):
+            raise ValueError(f"floor needs a level normalisation ('level' or 'level-power'), got {self.normalise!r}")
         groups = tuple(tuple(int(v) for v in g) for g in self.level_groups)
         for start, stop in groups:
             if not 0 <= start < stop <= self.input_dim:
@@ -106,14 +115,15 @@ def window_normalise(features: torch.Tensor, lengths: torch.Tensor) -> torch.Ten
 
 
 def level_normalise(features: torch.Tensor, lengths: torch.Tensor,
-                    groups: tuple[tuple[int, int], ...], power: bool = False) -> torch.Tensor:
+                    groups: tuple[tuple[int, int], ...], power: bool = False, floor: float = 0.0) -> torch.Tensor:
     """Subtract, per item and per group of dimensions, one level: the mean over its valid frames
     and the group's dimensions, or with `power` the frames' means over the group's dimensions
     averaged with weights proportional to exp(frame mean): for blocks in natural-log power
     (log-mel, the prosody block's ln energy) each frame's power (a frame 10 dB down counts a
     tenth); for a dB block (the spectrogram) or MFCC c0 the weights are much sharper, nearly
-    the loudest frame's level. A gain shifts the level and nothing else. Other dimensions
-    are left as they are. Padding becomes zero."""
+    the loudest frame's level. With `floor` > 0, each value of a group is first raised to at
+    least the loudest valid frame's mean over the group less `floor`. A gain shifts the level
+    (and that floor) and nothing else. Other dimensions are left as they are. Padding becomes zero."""
     mask = _mask(lengths, features.shape[0], features.dtype)[..., None]
     x = features * mask
     n = lengths.clamp(min=1).to(features.dtype)
@@ -122,6 +132,9 @@ def level_normalise(features: torch.Tensor, lengths: torch.Tensor,
         if start > at:
             parts.append(x[..., at:start])
         block = x[..., start:stop]
+        if floor > 0:
+            loud = torch.where(mask[..., 0] > 0, block.mean(dim=2), torch.full_like(block[..., 0], -1e4))
+            block = torch.maximum(block, (loud.max(dim=0).values - floor)[None, :, None]) * mask
         if power:
             frame = block.mean(dim=2)  # [T, B]
             weights = torch.softmax(torch.where(mask[..., 0] > 0, frame, torch.full_like(frame, -1e4)), dim=0)
@@ -270,7 +283,7 @@ class BiLstmAttention(nn.Module):
         if c.normalise == "mean":
             x = window_normalise(x, lengths)
         elif c.normalise in ("level", "level-power"):
-            x = level_normalise(x, lengths, c.level_groups, power=c.normalise == "level-power")
+            x = level_normalise(x, lengths, c.level_groups, power=c.normalise == "level-power", floor=c.floor)
         else:
             x = x * _mask(lengths, x.shape[0], x.dtype)[..., None]
         return deltas(x, lengths, c.deltas) if c.deltas else x

@@ -12,8 +12,8 @@ exported graph needs nothing else:
    frame's weight is its share of the window's power), so near-silent frames hardly count
    and the level does not depend on how much silence the window holds; with `floor`, every
    value of a group first raised to at least its window's loudest frame level less `floor`
-   (in the group's log units), so digital silence looks like the quietest room the training
-   copies hold and cannot pull the level down;
+   (in the group's log units), so digital silence sits no lower than a faint noise floor
+   would and cannot pull the level far down;
 2. optional deltas (and delta-deltas) over time, computed within each item's own frames;
 3. the dataset's per-dimension mean and standard deviation (of the training windows after
    steps 1-2) standardise the values;

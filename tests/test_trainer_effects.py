@@ -549,3 +549,51 @@ def test_frame_distillation_trains_the_encoder_and_stays_out_of_the_model():
     with pytest.raises(ValueError, match="crop_frames"):
         _train_config(frame_distill=1.0, crop_frames=20)
     assert "frame_distill" not in _train_config().to_dict()
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.3])
+def test_mixup_mixes_the_pooled_vectors_and_the_labels_losses_alike(monkeypatch, lam):
+    # Two clips of two classes in one batch, each other's partner: the loss is the same whichever
+    # order the batch holds them in, so it can be computed here from the (unchanged, lr=0) model.
+    train, val = _clips([0, 1], lengths=[16, 16]), _clips([0, 1], seed=1)
+    draws = []
+
+    def draw(rng, n, alpha):
+        draws.append((n, alpha))
+        return lam, np.array([1, 0])
+
+    monkeypatch.setattr(trainer, "_mixup_draw", draw)
+    result = train_model(train, val, _model_config(), _train_config(mixup=0.4), log=None)
+    assert draws == [(2, 0.4)]
+    model = result.model.eval()
+    with torch.no_grad():
+        context = torch.cat([model(torch.from_numpy(e.features)[None], torch.tensor([len(e.features)]),
+                                   return_context=True)[2] for e in train])
+        logits = model.head(lam * context + (1 - lam) * context.flip(0))
+        y = _targets(train)
+        expected = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y.flip(0))
+        plain = F.cross_entropy(model.head(context), y)
+    assert result.history[0]["train_loss"] == pytest.approx(float(expected), rel=1e-5)
+    if lam == 1.0:  # a clip mixed with nothing is plain cross-entropy
+        assert float(expected) == pytest.approx(float(plain), rel=1e-6)
+    else:
+        assert abs(float(expected) - float(plain)) > 1e-3
+    # head() is what forward applies to the pooled vector
+    assert torch.allclose(model.head(context), _logits(model, train), atol=1e-6)
+
+
+def test_mixup_changes_training_reproducibly_and_is_checked():
+    train, val = _clips([0, 1] * 8), _clips([0, 1] * 2, seed=1)
+
+    def losses(**kw):
+        config = _train_config(lr=0.01, batch_size=4, max_epochs=2, **kw)
+        return [h["train_loss"] for h in train_model(train, val, _model_config(), config, log=None).history]
+
+    mixed = losses(mixup=0.4)
+    assert mixed == losses(mixup=0.4)
+    assert mixed != losses()
+    assert "mixup" not in _train_config().to_dict()  # older recipes' dicts unchanged
+    assert _train_config(mixup=0.4).to_dict()["mixup"] == 0.4
+    for bad in ({"mixup": -0.1}, {"mixup": math.inf}, {"mixup": 0.4, "distill": 0.5}):
+        with pytest.raises(ValueError, match="mixup"):
+            _train_config(**bad)

@@ -288,6 +288,10 @@ class BiLstmAttention(nn.Module):
             x = x * _mask(lengths, x.shape[0], x.dtype)[..., None]
         return deltas(x, lengths, c.deltas) if c.deltas else x
 
+    def head(self, context: torch.Tensor) -> torch.Tensor:
+        """The logits from the pooled attention vector (forward's `return_context` output)."""
+        return self.out(torch.relu(self.dense(context)))
+
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, return_context: bool = False,
                 return_steps: bool = False):
         """(logits, attention), and with `return_context` the dense layer's input [batch, embedding_dim]
@@ -314,7 +318,7 @@ class BiLstmAttention(nn.Module):
         context = (alpha[..., None] * h).sum(0)  # [B, 2*hidden2]
         if stats is not None:
             context = torch.cat([context, stats], dim=-1)
-        logits = self.out(torch.relu(self.dense(context)))
+        logits = self.head(context)
         if k > 1:  # spread each step's weight over its frames: attention stays per frame
             alpha = alpha.repeat_interleave(k, dim=0)[:T] * mask[..., 0]
             alpha = alpha / alpha.sum(0, keepdim=True).clamp(min=1e-12)

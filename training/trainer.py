@@ -85,6 +85,10 @@ class TrainConfig:
     # train the encoder through this head alone: EmoDB's boredom, disgust and fear, RAVDESS's
     # calm, fearful, disgust and surprised are no longer thrown away.
     own_labels: float = 0.0
+    # Mixup on the pooled attention vector: each training batch's vectors are mixed in pairs
+    # (a random pairing, one weight per batch drawn from Beta(mixup, mixup)) before the dense
+    # layer, and the loss is the same mix of the two labels' cross-entropies. 0: off.
+    mixup: float = 0.0
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
@@ -119,6 +123,9 @@ class TrainConfig:
                              f"{self.adversary!r}, {self.adversary_weight}")
         if self.own_labels < 0:
             raise ValueError(f"own_labels must be >= 0, got {self.own_labels}")
+        if not 0.0 <= self.mixup < math.inf or (self.mixup and self.distill):
+            raise ValueError(f"mixup must be a Beta parameter >= 0 (0: off), not combined with distill (the "
+                             f"teacher's targets are per clip); got {self.mixup}")
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
         if self.patience < 1:
@@ -146,6 +153,8 @@ class TrainConfig:
             del out["segments"]
         if not self.segments_widen:
             del out["segments_widen"]
+        if not self.mixup:
+            del out["mixup"]
         return out
 
     @property
@@ -432,7 +441,13 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
                     optimiser.zero_grad()
                     logits, _, context, (h, steps) = model(x, lengths, return_context=True, return_steps=True)
                     items = [train[i] for i in batches[b]]
+                    if config.mixup > 0:
+                        lam, partner = _mixup_draw(rng, len(y), config.mixup)
+                        partner = torch.as_tensor(partner, device=device)
+                        logits = model.head(lam * context + (1 - lam) * context[partner])
                     loss = _loss(logits, context, y, items, loss_fn, config, projection, device)
+                    if config.mixup > 0 and bool((y >= 0).any()):
+                        loss = loss + (1 - lam) * (loss_fn(logits, y[partner]) - loss_fn(logits, y))
                     if frame_projection is not None:
                         loss = loss + config.frame_distill * _frame_loss(h, steps, items, frame_projection, device)
                     if adversary is not None:
@@ -552,6 +567,11 @@ def _own_head(train, model_config: ModelConfig, config: TrainConfig, device):
     allowed = torch.tensor([[c == d for d in corpus] for c in corpus], dtype=torch.bool, device=device)
     head = nn.Sequential(nn.Linear(model_config.embedding_dim, 64), nn.ReLU(), nn.Linear(64, len(names)))
     return head.to(device), index, allowed
+
+
+def _mixup_draw(rng: np.random.Generator, n: int, alpha: float) -> tuple[float, np.ndarray]:
+    """One batch's mixup: the weight of each clip's own vector, and each clip's partner."""
+    return float(rng.beta(alpha, alpha)), rng.permutation(n)
 
 
 def _loss(logits, context, y, items, loss_fn, config: TrainConfig, projection, device) -> torch.Tensor:

@@ -153,6 +153,11 @@ _row("multicond-floor", "multicond-deltas", "each clean training clip replaced b
 # value is raised to at least the window's loudest frame level less 50 dB before the level is taken.
 _row("multicond-floor-clamp", "multicond-floor", "every log-mel and log-energy value raised to at least the window's "
      "loudest frame level less 50 dB (11.5 in natural-log units) before the level is taken", model={"floor": 11.5})
+# Eighteenth round: mixup of the pooled attention vectors (Beta(0.4, 0.4) per batch; the loss
+# mixes the two labels' cross-entropies alike), a regulariser for corpora of a few hundred clips.
+_row("multicond-floor-mixup", "multicond-floor", "mixup of the pooled attention vectors in random pairs "
+     "(one Beta(0.4, 0.4) weight per batch; the loss is the same mix of the two labels' cross-entropies)",
+     train={"mixup": 0.4})
 _row("multicond-deltas-power", "multicond-deltas", "the window's level as the power-weighted mean of its frames' "
      "log levels (near-silent frames hardly count)", model={"normalise": "level-power"})
 

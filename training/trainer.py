@@ -441,13 +441,12 @@ def _train(train, val, model_config, config, device, log, progress) -> TrainResu
                     optimiser.zero_grad()
                     logits, _, context, (h, steps) = model(x, lengths, return_context=True, return_steps=True)
                     items = [train[i] for i in batches[b]]
+                    mix = None
                     if config.mixup > 0:
                         lam, partner = _mixup_draw(rng, len(y), config.mixup)
-                        partner = torch.as_tensor(partner, device=device)
-                        logits = model.head(lam * context + (1 - lam) * context[partner])
-                    loss = _loss(logits, context, y, items, loss_fn, config, projection, device)
-                    if config.mixup > 0 and bool((y >= 0).any()):
-                        loss = loss + (1 - lam) * (loss_fn(logits, y[partner]) - loss_fn(logits, y))
+                        mix = (lam, torch.as_tensor(partner, device=device))
+                        logits = model.head(lam * context + (1 - lam) * context[mix[1]])
+                    loss = _loss(logits, context, y, items, loss_fn, config, projection, device, mix)
                     if frame_projection is not None:
                         loss = loss + config.frame_distill * _frame_loss(h, steps, items, frame_projection, device)
                     if adversary is not None:
@@ -574,10 +573,18 @@ def _mixup_draw(rng: np.random.Generator, n: int, alpha: float) -> tuple[float, 
     return float(rng.beta(alpha, alpha)), rng.permutation(n)
 
 
-def _loss(logits, context, y, items, loss_fn, config: TrainConfig, projection, device) -> torch.Tensor:
+def _loss(logits, context, y, items, loss_fn, config: TrainConfig, projection, device,
+          mix: Optional[tuple[float, torch.Tensor]] = None) -> torch.Tensor:
     """Cross-entropy with the labels, mixed with the teacher's targets where the config asks
-    (zero for a batch whose clips all lack a class of the task)."""
-    loss = loss_fn(logits, y) if bool((y >= 0).any()) else logits.sum() * 0.0
+    (zero for a batch whose clips all lack a class of the task); with `mix` (mixup's weight
+    and each clip's partner) the same mix of the clip's and its partner's cross-entropies."""
+    if not bool((y >= 0).any()):
+        loss = logits.sum() * 0.0
+    elif mix is None:
+        loss = loss_fn(logits, y)
+    else:
+        lam, partner = mix
+        loss = lam * loss_fn(logits, y) + (1 - lam) * loss_fn(logits, y[partner])
     if config.distill > 0:
         soft = _teacher_batch(items, "soft", device)
         if soft is not None:
